@@ -38,5 +38,5 @@ def stamp() -> dict:
     for mod in ("torch", "transformers", "peft"):
         m = sys.modules.get(mod)
         if m is not None:
-            info[mod] = getattr(m, "__version__", None)
+            info[mod] = str(getattr(m, "__version__", None))
     return info

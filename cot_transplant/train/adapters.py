@@ -1,0 +1,79 @@
+"""One frozen base with named LoRA adapters (`arguer`, `chooser`, or one `shared`).
+
+Switch between them with `cot_transplant.transplant.active_adapter`, which keeps every
+`requires_grad` flag (peft's `set_adapter` alone freezes the other adapter).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cot_transplant.config import LoraConfig
+from cot_transplant.errors import UserError
+
+
+def roles(variant: str) -> tuple[str, str]:
+    """(arguer adapter, chooser adapter) names for a variant."""
+    return ("shared", "shared") if variant == "shared" else ("arguer", "chooser")
+
+
+def attach_adapters(base, cfg: LoraConfig, variant: str, seed: int):
+    """Wrap `base` with the variant's adapters; the base is frozen, the trainable adapters are not."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    pcfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                          target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    names = sorted(set(roles(variant)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = get_peft_model(base, pcfg, adapter_name=names[0])
+        for name in names[1:]:
+            model.add_adapter(name, pcfg)
+    if cfg.init_adapter:
+        for name in names:
+            load_adapter_weights(model, name, cfg.init_adapter)
+    for p_name, param in model.named_parameters():
+        param.requires_grad = "lora_" in p_name and any(f".{n}." in p_name for n in trainable(variant))
+    return model
+
+
+def trainable(variant: str) -> tuple[str, ...]:
+    if variant == "shared":
+        return ("shared",)
+    if variant in ("frozen-arguer", "text-only"):
+        return ("chooser",)
+    return ("arguer", "chooser")
+
+
+def adapter_params(model, name: str) -> list[tuple[str, torch.nn.Parameter]]:
+    """The (name, parameter) pairs of one adapter, in a fixed order."""
+    return [(n, p) for n, p in model.named_parameters() if "lora_" in n and f".{name}." in n]
+
+
+def adapter_state(model, name: str) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
+
+
+def load_adapter_state(model, name: str, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, state, adapter_name=name)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise UserError(f"adapter '{name}': checkpoint holds weights this model lacks ({unexpected[0]}, ...); "
+                        "was it written for another model or lora config?")
+
+
+def load_adapter_weights(model, name: str, path: str) -> None:
+    """Load a saved peft adapter directory (adapter_model.safetensors) into adapter `name`."""
+    from safetensors.torch import load_file
+
+    file = Path(path) / "adapter_model.safetensors"
+    if not file.is_file():
+        raise UserError(f"lora.init_adapter: {file} not found; give a directory saved by peft's save_pretrained")
+    load_adapter_state(model, name, load_file(str(file)))

@@ -1,0 +1,111 @@
+"""Records -> tokenized examples -> padded batches, for every variant.
+
+Each example holds the two arguer prompts (one per shown candidate, in the row's
+order) and the chooser prompt, tokenized segment by segment so each candidate's
+text has the same tokens, and so the same span length, in both passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cot_transplant.data.record import Record
+from cot_transplant.prompts.segments import Segment, encode_segments, pad_batch, position_ids  # noqa: F401
+from cot_transplant.prompts.templates import SPAN_SLOTS, Template, split_slots
+
+
+@dataclass
+class Example:
+    row_id: int
+    arguer: tuple  # (Encoded for candidate 1, Encoded for candidate 2); spans["argument"]
+    chooser: object  # Encoded; spans["candidate_1"], spans["candidate_2"]
+    label: int  # position (1/2) of the correct candidate
+    argument_choice: int  # position (1/2) the choice argument picked
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.arguer[0].ids) + len(self.arguer[1].ids) + len(self.chooser.ids)
+
+
+def encode_template(tokenizer, text: str, values: dict[str, str], shift: bool):
+    """Tokenize a template with its slots filled, segment by segment; spans for argument/candidate slots."""
+    segments = []
+    for literal, slot in split_slots(text):
+        if slot is None:
+            segments.append(Segment(literal, special=True))
+        else:
+            segments.append(Segment(values[slot], name=slot if slot in SPAN_SLOTS else None))
+    return encode_segments(tokenizer, segments, shift=shift)
+
+
+def build_example(rec: Record, template: Template, tokenizer, *, shift: bool = True,
+                  variant: str = "joint", donor: Record | None = None) -> Example:
+    """One row as tokenized passes.
+
+    `shuffled-kv` takes the arguer passes (and the chooser's candidate texts, which it
+    never reads once their K/V are replaced) from `donor`; `swapped-kv` gives each
+    candidate slot the other candidate; `no-argument` empties the choice argument.
+    """
+    source = donor if variant == "shuffled-kv" and donor is not None else rec
+    (_, arg1), (_, arg2) = source.candidates()
+    if variant == "swapped-kv":
+        arg1, arg2 = arg2, arg1
+    arguer = tuple(encode_template(tokenizer, template.arguer, {"question": source.question, "argument": a}, shift)
+                   for a in (arg1, arg2))
+    choice_argument = "" if variant == "no-argument" else (rec.choice_argument or "")
+    chooser = encode_template(tokenizer, template.chooser, {
+        "question": rec.question, "candidate_1": arg1, "candidate_2": arg2, "choice_argument": choice_argument,
+    }, shift)
+    return Example(rec.row_id, arguer, chooser, rec.label, rec.argument_choice)
+
+
+def donors(n: int, seed: int) -> list[int]:
+    """A seeded derangement: donors[i] != i (the `shuffled-kv` control)."""
+    if n < 2:
+        return list(range(n))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    # A cyclic shift of a random order has no fixed point.
+    out = [0] * n
+    for i in range(n):
+        out[perm[i]] = int(perm[(i + 1) % n])
+    return out
+
+
+def cut_span(span: tuple[int, int], fraction: float) -> tuple[int, int]:
+    """The first `fraction` of a span (at least one token)."""
+    start, end = span
+    return start, start + max(1, math.ceil(fraction * (end - start)))
+
+
+@dataclass
+class Batch:
+    row_ids: list[int]
+    labels: torch.Tensor  # (B,) 1/2
+    argument_choice: torch.Tensor  # (B,) 1/2
+    chooser_ids: torch.Tensor  # (B, Tc)
+    chooser_mask: torch.Tensor
+    chooser_spans: list[list[tuple[int, int]]]  # B rows x [candidate_1, candidate_2]
+    arguer_ids: torch.Tensor  # (2B, Ta): row 0 cand 1, row 0 cand 2, row 1 cand 1, ...
+    arguer_mask: torch.Tensor
+    arguer_spans: list[list[tuple[int, int]]]  # 2B rows x [argument]
+
+
+def collate(examples: list[Example], pad_id: int, fraction: float = 1.0) -> Batch:
+    """Left-pad both passes (the chooser's last position is then every row's last real token)."""
+    c_ids, c_mask, c_spans = pad_batch([e.chooser for e in examples], pad_id, side="left")
+    arguer_enc = [enc for e in examples for enc in e.arguer]
+    a_ids, a_mask, a_spans = pad_batch(arguer_enc, pad_id, side="left")
+    return Batch(
+        row_ids=[e.row_id for e in examples],
+        labels=torch.tensor([e.label for e in examples]),
+        argument_choice=torch.tensor([e.argument_choice for e in examples]),
+        chooser_ids=c_ids, chooser_mask=c_mask,
+        chooser_spans=[[cut_span(s["candidate_1"], fraction), cut_span(s["candidate_2"], fraction)] for s in c_spans],
+        arguer_ids=a_ids, arguer_mask=a_mask,
+        arguer_spans=[[cut_span(s["argument"], fraction)] for s in a_spans],
+    )

@@ -1,0 +1,57 @@
+"""Evaluation of a split: chooser probabilities of "1"/"2" per row -> metrics + predictions file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cot_transplant.train import rundir
+from cot_transplant.train.batches import collate
+from cot_transplant.train.metrics import eval_metrics, prefix
+from cot_transplant.train.setup import Session
+from cot_transplant.train.step import forward
+
+
+def predict(session: Session, split: str, fraction: float | None = None) -> dict[str, list]:
+    """P1, P2 per row of `split` under the current adapters, in eval mode and without gradients."""
+    cfg, model = session.cfg, session.model
+    fraction = cfg.transplant.fraction if fraction is None else fraction
+    examples = session.examples[split]
+    out = {"row_id": [], "p_cand1": [], "p_cand2": [], "label": [], "argument_choice": [], "loss": []}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(examples), cfg.eval.batch_size):
+                batch = collate(examples[i: i + cfg.eval.batch_size], session.tokenizer.pad_token_id, fraction)
+                loss, p1, p2, _ = forward(model, batch, session.settings)
+                out["row_id"] += batch.row_ids
+                out["p_cand1"] += p1.tolist()
+                out["p_cand2"] += p2.tolist()
+                out["label"] += batch.labels.tolist()
+                out["argument_choice"] += batch.argument_choice.tolist()
+                out["loss"] += loss.tolist()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def metrics_of(pred: dict[str, list], n_boot: int, seed: int) -> dict:
+    m = eval_metrics(pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"], n_boot=n_boot, seed=seed)
+    m["loss"] = float(np.mean(pred["loss"])) if pred.get("loss") else None
+    return m
+
+
+def evaluate(session: Session, split: str, samples: int, run: Path | None) -> dict:
+    """Evaluate one split, write predictions/<split>-<samples>.csv, return the metrics.jsonl record."""
+    t0 = time.time()
+    pred = predict(session, split)
+    if run is not None:
+        rows = zip(pred["row_id"], pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"])
+        rundir.write_predictions(run, split, samples, list(rows))
+    m = metrics_of(pred, session.cfg.eval.n_boot, session.cfg.seed)
+    return {"kind": "eval", "split": split, "samples": samples, **prefix(m, split),
+            "eval_wall_s": time.time() - t0, "time": time.time()}

@@ -1,0 +1,146 @@
+"""The chooser's metrics, as pure numpy functions of P1, P2, the label and the argument's pick.
+
+Terms (DESIGN.md, "Metrics the seed logged"): `p1`, `p2` are the chooser's
+probabilities of the tokens "1" and "2" at the last position (softmax over the full
+vocabulary); `label` is the position (1 or 2) of the correct candidate;
+`argument_choice` is the position the choice argument picked. Pc is the probability
+of the correct candidate, Pi the other one.
+
+Every figure is a plain fraction or mean over all rows given (the seed averaged
+per-batch figures, which over-weights a short last batch, and divided its train
+conditionals by `max(mean, 1)`). A figure over an empty group is None, never 0 or
+NaN, so a logged 0.0 always means "measured and zero". Values are Python floats,
+ready for JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+CHOICE_KEYS = ("f_c", "f_c_oc", "f_c_oi", "o_c", "o_i", "n")
+EVAL_KEYS = CHOICE_KEYS + ("auroc", "base_rate", "agree", "f_c_ci_low", "f_c_ci_high")
+
+
+def _inputs(p1: ArrayLike, p2: ArrayLike, label: ArrayLike, argument_choice: ArrayLike):
+    """Validate and convert to 1-D arrays: (p1, p2, label, argument_choice)."""
+    p1 = np.asarray(p1, dtype=np.float64).reshape(-1)
+    p2 = np.asarray(p2, dtype=np.float64).reshape(-1)
+    label = np.asarray(label).reshape(-1)
+    argument_choice = np.asarray(argument_choice).reshape(-1)
+    n = len(p1)
+    if not (len(p2) == len(label) == len(argument_choice) == n):
+        raise ValueError(f"length mismatch: p1 {n}, p2 {len(p2)}, label {len(label)}, "
+                         f"argument_choice {len(argument_choice)}")
+    for name, a in (("label", label), ("argument_choice", argument_choice)):
+        if not np.isin(a, (1, 2)).all():
+            raise ValueError(f"{name} must hold positions 1 or 2, got {sorted(set(a.tolist()) - {1, 2})}")
+    label, argument_choice = label.astype(np.int64), argument_choice.astype(np.int64)
+    if np.isnan(p1).any() or np.isnan(p2).any():
+        raise ValueError("p1/p2 contain NaN")
+    return p1, p2, label, argument_choice
+
+
+def _correct_other(p1: np.ndarray, p2: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Pc, Pi): the probabilities of the correct and the incorrect candidate."""
+    return np.where(label == 1, p1, p2), np.where(label == 1, p2, p1)
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(x.mean()) if x.size else None
+
+
+def choice_metrics(p1: ArrayLike, p2: ArrayLike, label: ArrayLike, argument_choice: ArrayLike) -> dict[str, Any]:
+    """f_c, f_c_oc, f_c_oi, o_c, o_i and n over the rows given (e.g. one train sub-batch).
+
+    - `f_c`: fraction of rows with Pc > Pi. A tie (Pc == Pi) counts as wrong: the
+      chooser did not prefer the correct candidate.
+    - `f_c_oc` / `f_c_oi`: f_c among rows where the argument picked the correct /
+      the incorrect candidate.
+    - `o_c`: mean of Pc - Pi over rows the chooser got right; `o_i`: mean of
+      Pi - Pc over rows it got wrong (ties included, contributing 0).
+    An empty group gives None. Raises ValueError on mismatched lengths, labels
+    outside {1, 2}, or NaN probabilities.
+    """
+    p1, p2, label, argument_choice = _inputs(p1, p2, label, argument_choice)
+    pc, pi = _correct_other(p1, p2, label)
+    right = pc > pi
+    argument_right = argument_choice == label
+    return {
+        "f_c": _mean(right),
+        "f_c_oc": _mean(right[argument_right]),
+        "f_c_oi": _mean(right[~argument_right]),
+        "o_c": _mean((pc - pi)[right]),
+        "o_i": _mean((pi - pc)[~right]),
+        "n": int(len(pc)),
+    }
+
+
+def auroc(p1: ArrayLike, p2: ArrayLike, label: ArrayLike) -> float | None:
+    """AUROC of the score P1 / (P1 + P2) for "candidate 1 is correct"; None with one class only.
+
+    Computed as the Mann-Whitney statistic with average ranks for tied scores (the
+    same value as sklearn's roc_auc_score). Rows where P1 + P2 == 0 (both
+    probabilities underflowed) score 0.5: the chooser expressed no preference.
+    """
+    p1 = np.asarray(p1, dtype=np.float64).reshape(-1)
+    p2 = np.asarray(p2, dtype=np.float64).reshape(-1)
+    positive = np.asarray(label).reshape(-1) == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    total = p1 + p2
+    score = np.divide(p1, total, out=np.full_like(p1, 0.5), where=total > 0)
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based mean rank of each distinct score
+    ranks = average_rank[inverse.reshape(-1)]
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def f_c_bootstrap_ci(right: ArrayLike, *, n_boot: int = 2000, alpha: float = 0.05,
+                     seed: int = 0) -> tuple[float | None, float | None]:
+    """Percentile bootstrap CI of the fraction of True in `right`; (None, None) if empty.
+
+    Resampling n rows of a 0/1 vector with replacement yields Binomial(n, f) / n
+    exactly, so each resample is one binomial draw instead of n index draws.
+    """
+    right = np.asarray(right, dtype=bool).reshape(-1)
+    n = len(right)
+    if n == 0:
+        return None, None
+    rng = np.random.default_rng(seed)
+    resampled = rng.binomial(n, right.mean(), size=n_boot) / n
+    low, high = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def eval_metrics(p1: ArrayLike, p2: ArrayLike, label: ArrayLike, argument_choice: ArrayLike, *,
+                 n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """`choice_metrics` plus auroc, base_rate, agree and a 95% bootstrap CI of f_c.
+
+    - `base_rate`: the argument's own accuracy (argument_choice == label).
+    - `agree`: fraction of rows where the chooser's pick (the candidate with the
+      larger probability) equals argument_choice; on a tie the chooser picked
+      neither, so the row does not agree (the same convention as f_c).
+    - `f_c_ci_low` / `f_c_ci_high`: seeded percentile bootstrap, `n_boot` resamples.
+    """
+    p1, p2, label, argument_choice = _inputs(p1, p2, label, argument_choice)
+    out = choice_metrics(p1, p2, label, argument_choice)
+    pc, pi = _correct_other(p1, p2, label)
+    chooser_pick = np.where(p1 > p2, 1, np.where(p2 > p1, 2, 0))  # 0: tie, no pick
+    low, high = f_c_bootstrap_ci(pc > pi, n_boot=n_boot, seed=seed)
+    out.update(
+        auroc=auroc(p1, p2, label),
+        base_rate=_mean(argument_choice == label),
+        agree=_mean(chooser_pick == argument_choice),
+        f_c_ci_low=low,
+        f_c_ci_high=high,
+    )
+    return out
+
+
+def prefix(d: Mapping[str, Any], split: str) -> dict[str, Any]:
+    """`{f"{split}/{k}": v}`: metric keys as logged, e.g. `val/f_c`."""
+    return {f"{split}/{k}": v for k, v in d.items()}

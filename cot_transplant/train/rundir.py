@@ -1,0 +1,170 @@
+"""The run directory: config, splits, metrics, predictions, checkpoints; every file stamped.
+
+Layout of `runs/<name>/`:
+  config.yaml        resolved config + `_provenance` (version, git hash, libraries)
+  splits.json        row ids of each split
+  metrics.jsonl      one object per train log and per eval (fields that vary between identical
+                     runs, and only those, have names containing time, wall, per_s, rss or eta)
+  events.*           TensorBoard
+  predictions/<split>-<samples>.csv   row_id,p_cand1,p_cand2,label,argument_choice
+  checkpoints/step-<N>/               adapters (safetensors), optimizer (safetensors + JSON), RNG, cursor
+  curves.png, summary.json
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from cot_transplant.config import Config, save_config, to_dict
+from cot_transplant.errors import UserError
+from cot_transplant.provenance import stamp
+
+FORMAT_VERSION = 1
+
+
+def make_run_dir(cfg: Config, config_path: str | None) -> Path:
+    """Create `run.dir/run.name` (defaults: ./runs, <config stem>-<variant>-<time>)."""
+    parent = Path(cfg.run.dir or "runs")
+    name = cfg.run.name or "-".join([Path(config_path).stem if config_path else "run", cfg.variant,
+                                     time.strftime("%Y%m%d-%H%M%S")])
+    path = parent / name
+    if (path / "metrics.jsonl").exists():
+        raise UserError(f"{path}: a run already exists there; resume it with `cot-transplant train --resume {path}` "
+                        "or choose another run.name")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_config(run: Path, cfg: Config) -> None:
+    import yaml
+
+    save_config(cfg, run / "config.yaml")
+    with open(run / "config.yaml", "a", encoding="utf-8") as f:
+        f.write(yaml.safe_dump({"_provenance": {**stamp(), "format_version": FORMAT_VERSION}}, sort_keys=False))
+
+
+def read_run_config(run: Path) -> tuple[Config, dict]:
+    """The run's own config and provenance; refuses an incompatible format version."""
+    import yaml
+
+    from cot_transplant.config import load_config
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run}: not a run directory (no config.yaml); give a directory under runs/")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    prov = values.pop("_provenance", {}) or {}
+    if prov.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{run}: written by an incompatible version (run format {prov.get('format_version')}, "
+                        f"this is {FORMAT_VERSION}, package {prov.get('version')}); re-run it with this version")
+    return load_config(base=values), prov
+
+
+def write_splits(run: Path, splits: dict[str, list[int]], skipped: dict) -> None:
+    atomic_write_text(run / "splits.json", json.dumps({**splits, "skipped": skipped, **{"_provenance": stamp()}}))
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl (flushed per line) mirrored to TensorBoard."""
+
+    def __init__(self, run: Path, tensorboard: bool = True):
+        self.path = run / "metrics.jsonl"
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run))
+
+    def lines(self) -> int:
+        self.file.flush()
+        with open(self.path, encoding="utf-8") as f:
+            return sum(1 for _ in f)
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if "/" in key and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tb.add_scalar(key, value, record["samples"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def truncate_lines(path: Path, n: int) -> None:
+    """Keep the first `n` lines of a file (resume cuts metrics back to its checkpoint)."""
+    with open(path, encoding="utf-8") as f:
+        kept = [line for _, line in zip(range(n), f)]
+    atomic_write_text(path, "".join(kept))
+
+
+def write_predictions(run: Path, split: str, samples: int, rows: list[tuple]) -> Path:
+    """rows: (row_id, p_cand1, p_cand2, label, argument_choice); probabilities at full precision."""
+    out = run / "predictions"
+    out.mkdir(exist_ok=True)
+    path = out / f"{split}-{samples}.csv"
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["row_id", "p_cand1", "p_cand2", "label", "argument_choice"])
+        for row_id, p1, p2, label, choice in rows:
+            w.writerow([row_id, repr(float(p1)), repr(float(p2)), int(label), int(choice)])
+    os.replace(tmp, path)
+    return path
+
+
+def read_predictions(path: Path) -> dict[str, list]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {"row_id": [int(r["row_id"]) for r in rows], "p_cand1": [float(r["p_cand1"]) for r in rows],
+            "p_cand2": [float(r["p_cand2"]) for r in rows], "label": [int(r["label"]) for r in rows],
+            "argument_choice": [int(r["argument_choice"]) for r in rows]}
+
+
+def read_metrics(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run}: no metrics.jsonl; is this a run directory?")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise UserError(f"{path}:{i}: not a JSON line; the file is damaged") from None
+    return out
+
+
+def prune_checkpoints(run: Path, keep: int) -> None:
+    ckpts = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in ckpts[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    ckpts = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = [c for c in ckpts if (c / "state.json").is_file()]
+    return ckpts[-1] if ckpts else None
+
+
+def config_dict(cfg: Config) -> dict:
+    return to_dict(cfg)

@@ -1,0 +1,145 @@
+"""Everything a run needs before its first step: data, split, prompts, model, optimizer."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cot_transplant.config import Config
+from cot_transplant.data.record import Record
+from cot_transplant.data.splits import make_split
+from cot_transplant.errors import UserError
+from cot_transplant.prompts.templates import choice_token_ids, get_template
+from cot_transplant.train.adapters import attach_adapters
+from cot_transplant.train.batches import Example, build_example, donors
+from cot_transplant.train.step import StepSettings
+from cot_transplant.transplant import TransplantSpec
+
+
+@dataclass
+class Session:
+    cfg: Config
+    model: object
+    tokenizer: object
+    records: list[Record]
+    splits: dict[str, list[int]]
+    examples: dict[str, list[Example]]
+    skipped: dict[str, int]
+    settings: StepSettings
+    device: torch.device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_records(cfg: Config) -> list[Record]:
+    """Rows from `data.path`, or synthetic rows from `data.synthetic`; masked when `data.mask`."""
+    if cfg.data.path:
+        from cot_transplant.data.io import read_records
+
+        records = read_records(cfg.data.path, require_choice=True, skip_invalid=cfg.data.skip_invalid)
+    else:
+        from cot_transplant.data.synth import synthesize
+
+        s = cfg.data.synthetic
+        records = synthesize(s.n, s.seed, steps=tuple(s.steps), error_kind=s.error_kind, error_step=s.error_step,
+                             argument_accuracy=s.argument_accuracy, short=s.short)
+    if cfg.data.max_rows is not None:
+        records = records[: cfg.data.max_rows]
+    if cfg.data.mask:
+        from cot_transplant.data.mask import mask_choice_argument
+
+        records = [dataclasses.replace(r, choice_argument=mask_choice_argument(r.choice_argument or ""))
+                   for r in records]
+    if len(records) < 3:
+        raise UserError(f"data: {len(records)} usable rows; a run needs at least 3 (train, val, test)")
+    return records
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("model.device: 'cuda' requested but no CUDA GPU is available; use model.device=cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _fits(ex: Example, limit: int | None) -> bool:
+    return limit is None or max(len(ex.chooser.ids), len(ex.arguer[0].ids), len(ex.arguer[1].ids)) <= limit
+
+
+def _shorten(rec: Record, keep: float) -> Record:
+    cut = lambda t: t[: max(1, int(len(t) * keep))]  # noqa: E731
+    return dataclasses.replace(rec, correct_argument=cut(rec.correct_argument),
+                               incorrect_argument=cut(rec.incorrect_argument))
+
+
+def build_examples(records: list[Record], ids: list[int], cfg: Config, template, tokenizer,
+                   limit: int | None) -> tuple[list[Example], int]:
+    """Tokenized examples for the rows `ids`; rows over `limit` tokens are skipped or truncated (counted)."""
+    by_id = {r.row_id: r for r in records}
+    order = donors(len(ids), cfg.seed) if cfg.variant == "shuffled-kv" else None
+    out, skipped = [], 0
+    for i, row_id in enumerate(ids):
+        rec = by_id[row_id]
+        donor = by_id[ids[order[i]]] if order is not None else None
+        ex = build_example(rec, template, tokenizer, shift=cfg.transplant.shift, variant=cfg.variant, donor=donor)
+        keep = 1.0
+        while not _fits(ex, limit) and cfg.prompt.overflow == "truncate" and keep > 0.05:
+            keep *= 0.8
+            ex = build_example(_shorten(rec, keep), template, tokenizer, shift=cfg.transplant.shift,
+                               variant=cfg.variant, donor=_shorten(donor, keep) if donor else None)
+        if _fits(ex, limit) and _spans_match(ex):
+            out.append(ex)
+        else:
+            skipped += 1
+    return out, skipped
+
+
+def _spans_match(ex: Example) -> bool:
+    """Each candidate's arguer span and chooser span must have one length (always true for plain text)."""
+    a1, a2 = (e.spans["argument"] for e in ex.arguer)
+    c1, c2 = ex.chooser.spans["candidate_1"], ex.chooser.spans["candidate_2"]
+    return a1[1] - a1[0] == c1[1] - c1[0] and a2[1] - a2[0] == c2[1] - c2[0] and a1[1] > a1[0] and a2[1] > a2[0]
+
+
+def setup(cfg: Config) -> Session:
+    from cot_transplant.models import load_model, load_tokenizer
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.model.device)
+    tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    template = get_template(cfg.prompt.template, tokenizer, cfg.prompt.template_file)
+    choice_ids = choice_token_ids(tokenizer, template)
+    records = load_records(cfg)
+    splits = make_split(cfg.data.split, len(records), cfg.data.val_fraction, cfg.data.test_fraction,
+                        cfg.data.split_seed)
+    # Row ids are positions in the loaded file, so splits.json names rows of the data file.
+    records = [dataclasses.replace(r, row_id=i) for i, r in enumerate(records)]
+    base = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                      load_in_8bit=cfg.model.load_in_8bit, load_in_4bit=cfg.model.load_in_4bit,
+                      trust_remote_code=cfg.model.trust_remote_code, seed=cfg.seed, vocab_size=len(tokenizer))
+    limit = cfg.prompt.max_tokens or getattr(base.config, "max_position_embeddings", None)
+    examples, skipped = {}, {}
+    for split, ids in splits.items():
+        examples[split], skipped[split] = build_examples(records, ids, cfg, template, tokenizer, limit)
+    if not examples["train"]:
+        raise UserError("data: no train rows left after the length limit; raise prompt.max_tokens "
+                        "or set prompt.overflow=truncate")
+    if cfg.model.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.config.use_cache = False
+    model = attach_adapters(base, cfg.lora, cfg.variant, cfg.seed).to(device)
+    model.train()
+    spec = TransplantSpec(site=cfg.transplant.site,
+                          layers=tuple(cfg.transplant.layers) if cfg.transplant.layers is not None else None)
+    settings = StepSettings(cfg.variant, choice_ids, spec, cfg.loss.choice_only)
+    return Session(cfg, model, tokenizer, records, splits, examples, skipped, settings, device)

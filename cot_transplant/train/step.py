@@ -1,0 +1,116 @@
+"""The reference step: arguer capture -> chooser inject -> last-position logits -> loss -> backward.
+
+Backward runs in two phases so that it stays exact with gradient checkpointing on one
+base with two adapters (../shared/DESIGN.md): (1) with the chooser active and its
+inject hooks alive, gradients of the loss w.r.t. the chooser's parameters and the
+captured K/V; (2) with the arguer active and its capture hooks alive, backward from
+the captured K/V. Without checkpointing it gives the same gradients as one backward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from cot_transplant.train.adapters import adapter_params, roles, trainable
+from cot_transplant.train.batches import Batch, position_ids
+from cot_transplant.transplant import (SpanStates, TransplantSpec, active_adapter, backward_from_states,
+                                       backward_to_states, capture_kv, inject_kv)
+
+
+_NO_STATES = SpanStates(TransplantSpec(), (), {})
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    variant: str
+    choice_ids: tuple[int, int]  # token ids of "1" and "2"
+    spec: TransplantSpec
+    choice_only: bool = False  # loss over the two choice logits instead of the full vocabulary
+
+    @property
+    def transplants(self) -> bool:
+        return self.variant != "text-only"
+
+
+def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits at the last position (every row's last real token under left padding): (B, V)."""
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=1,
+                use_cache=False)
+    return out.logits[:, -1, :].float()
+
+
+def _arguer_pass(model, batch: Batch, s: StepSettings):
+    """Run the arguer over both candidates of every row; return the capture (K/V not detached)."""
+    arguer_name = roles(s.variant)[0]
+    grad = arguer_name in trainable(s.variant) and torch.is_grad_enabled()
+    with active_adapter(model, arguer_name), torch.set_grad_enabled(grad):
+        with capture_kv(model, batch.arguer_spans, attention_mask=batch.arguer_mask, spec=s.spec) as cap:
+            base = model.get_base_model()
+            # Only the layers' K/V are needed: run the decoder body, skip the LM head.
+            inner = getattr(base, "model", base)
+            inner(input_ids=batch.arguer_ids, attention_mask=batch.arguer_mask,
+                  position_ids=position_ids(batch.arguer_mask), use_cache=False)
+    return cap
+
+
+def chooser_logits(model, batch: Batch, s: StepSettings, kv=None) -> torch.Tensor:
+    """The chooser's last-position logits (B, V), with `kv` injected unless text-only."""
+    with active_adapter(model, roles(s.variant)[1]):
+        if kv is None:
+            return _last_logits(model, batch.chooser_ids, batch.chooser_mask)
+        with inject_kv(model, batch.chooser_spans, kv, attention_mask=batch.chooser_mask, spec=s.spec):
+            return _last_logits(model, batch.chooser_ids, batch.chooser_mask)
+
+
+def loss_and_probs(logits: torch.Tensor, labels: torch.Tensor, s: StepSettings):
+    """Per-row loss (B,) and the full-vocabulary probabilities of "1" and "2" (B,), (B,)."""
+    logp = torch.log_softmax(logits, dim=-1)  # (B, V)
+    ids = torch.tensor(s.choice_ids, device=logits.device)
+    target = ids[labels.to(logits.device) - 1]  # (B,)
+    if s.choice_only:
+        pair = torch.log_softmax(logits[:, ids], dim=-1)  # (B, 2)
+        loss = -pair.gather(1, (labels.to(logits.device) - 1)[:, None])[:, 0]
+    else:
+        loss = -logp.gather(1, target[:, None])[:, 0]
+    probs = logp[:, ids].exp().detach()
+    return loss, probs[:, 0], probs[:, 1]
+
+
+def forward(model, batch: Batch, s: StepSettings):
+    """Loss per row, P1, P2, and the capture (None for text-only). No backward."""
+    cap = _arguer_pass(model, batch, s) if s.transplants else None
+    logits = chooser_logits(model, batch, s, cap.kv if cap is not None else None)
+    loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
+    return loss, p1, p2, cap
+
+
+def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float):
+    """One sub-batch: forward, then the two-phase backward of `scale * sum(loss)` into .grad.
+
+    Returns (per-row loss, P1, P2) detached; a non-finite loss leaves .grad untouched.
+    """
+    arguer_name, chooser_name = roles(s.variant)
+    cap = _arguer_pass(model, batch, s) if s.transplants else None
+    kv = cap.kv if cap is not None else None
+    chooser = [p for _, p in adapter_params(model, chooser_name)]
+    with active_adapter(model, chooser_name):
+        ctx = (inject_kv(model, batch.chooser_spans, kv, attention_mask=batch.chooser_mask, spec=s.spec)
+               if kv is not None else contextlib.nullcontext())
+        with ctx:
+            logits = _last_logits(model, batch.chooser_ids, batch.chooser_mask)
+            loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
+            total = loss.sum() * scale
+            if not torch.isfinite(total):
+                return loss.detach(), p1, p2
+            if kv is None:
+                backward_to_states(total, _NO_STATES, chooser)
+                return loss.detach(), p1, p2
+            kv_grads = backward_to_states(total, kv, chooser)
+    with active_adapter(model, arguer_name):
+        # Capture hooks alive again so a checkpointed arguer layer recomputes the same graph.
+        with capture_kv(model, batch.arguer_spans, attention_mask=batch.arguer_mask, spec=s.spec):
+            backward_from_states(kv, kv_grads)
+    return loss.detach(), p1, p2
