@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "cot_transplant.commands.train",
     "cot_transplant.commands.demo",
     "cot_transplant.commands.analysis",
+    "cot_transplant.commands.sweep",
     "cot_transplant.commands.bench",
 )
 

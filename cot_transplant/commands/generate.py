@@ -97,14 +97,14 @@ def load_items(args: argparse.Namespace) -> list:
     if spec.startswith("synthetic:"):
         if args.choice_only:
             raise UserError("--choice-only needs a pairs file, not synthetic questions")
-        from cot_transplant.data.synth import synth_questions
-
         try:
             n = int(spec.split(":", 1)[1])
         except ValueError:
             raise UserError(f"--questions {spec}: write synthetic:N with N a whole number") from None
         if n < 1:
             raise UserError(f"--questions {spec}: N must be >= 1")
+        from cot_transplant.data.synth import synth_questions
+
         items = synth_questions(n, args.seed)
     else:
         if not Path(spec).is_file():

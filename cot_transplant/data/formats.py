@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -249,13 +250,28 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+
+
+def csv_line(cells: list[str]) -> str:
+    """One line in the original writer's dialect (Python's csv, minimal quoting, '\\n' line ends).
+
+    Unlike `csv.writer`, a field holding a carriage return is quoted too, so that it reads back.
+    """
+    return ",".join('"' + c.replace('"', '""') + '"' if _NEEDS_QUOTES.search(c) else c for c in cells) + "\n"
+
+
 def write_csv(path: str | os.PathLike, header: list[str], rows: list[list[str]]) -> None:
-    """The original writer's dialect: minimal quoting, '\\n' line ends, UTF-8 without BOM."""
+    """The original format: minimal quoting, '\\n' line ends, UTF-8 without BOM."""
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             out = csv.writer(f, lineterminator="\n")
-            out.writerow(header)
-            out.writerows(rows)
+            for row in [header, *rows]:
+                # csv.writer leaves a lone carriage return unquoted; such rare rows go through csv_line.
+                if "\r" in "".join(row):
+                    f.write(csv_line(row))
+                else:
+                    out.writerow(row)
 
     _atomic_write(Path(path), write)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from cot_transplant.data.formats import FileProblem, format_of, escape, unescape, write_csv, write_jsonl, write_parquet
+from cot_transplant.data.formats import FileProblem, escape, format_of, unescape, write_csv, write_jsonl, write_parquet
 from cot_transplant.data.record import CHOICE_COLUMNS, COLUMNS, PAIR_COLUMNS, Record
 from cot_transplant.data.validate import DEFAULT_MAX_FIELD_CHARS, check_file
 from cot_transplant.errors import UserError
@@ -100,18 +100,11 @@ def _cells(record: Record, choice_columns: bool) -> dict[str, str | bool | None]
     return cells
 
 
-def _csv_text(value: str | bool | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value)
-    return escape(value)
-
-
 def record_to_row(record: Record, *, choice_columns: bool = True) -> dict[str, str]:
     """The CSV cells of one record: the original columns in order (the choice columns empty when it
     has no choice; left out with `choice_columns=False`), then its extra columns; newlines escaped."""
-    return {k: _csv_text(v) for k, v in _cells(record, choice_columns).items()}
+    return {k: "" if v is None else str(v) if isinstance(v, bool) else escape(v)
+            for k, v in _cells(record, choice_columns).items()}
 
 
 def write_records(records: list[Record], path: str | os.PathLike) -> None:

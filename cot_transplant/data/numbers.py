@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from decimal import Decimal
 from fractions import Fraction
 
 # A number inside running text: "1,450,000", "2.5", "47"; a comma only groups thousands.
@@ -28,12 +30,15 @@ def terminates(x: Fraction) -> bool:
     return d == 1
 
 
-def decimal_text(x: Fraction) -> str:
-    """Exact decimal text of a terminating fraction: 47 -> "47", 5/2 -> "2.5".
+def decimal_text(x: Fraction | Decimal | int) -> str:
+    """Exact decimal text of a terminating number: 47 -> "47", 5/2 -> "2.5", Decimal("10.0") -> "10".
 
     Raises:
-        ValueError: `x` does not terminate.
+        ValueError: a fraction without a finite decimal expansion.
     """
+    if isinstance(x, Decimal):
+        return decimal_str(x)
+    x = Fraction(x)
     if not terminates(x):
         raise ValueError(f"{x} has no finite decimal expansion")
     if x.denominator == 1:
@@ -43,10 +48,16 @@ def decimal_text(x: Fraction) -> str:
         places += 1
     digits = str(abs(x.numerator * 10**places // x.denominator)).rjust(places + 1, "0")
     sign = "-" if x < 0 else ""
-    return f"{sign}{digits[:-places]}.{digits[-places:]}".rstrip("0").rstrip(".")
+    return f"{sign}{digits[:-places]}.{digits[-places:]}"
 
 
-def format_answer(value: Fraction | int | float | str) -> str:
+@functools.lru_cache(maxsize=65536)
+def decimal_str(x: Decimal) -> str:
+    """`decimal_text` of a Decimal, cached: the synthetic generator writes the same numbers over and over."""
+    return format(x.normalize(), "f") if x else "0"
+
+
+def format_answer(value: Fraction | Decimal | int | float | str) -> str:
     """An answer cell as the original data writes it: a float's text, "47.0", "2.5".
 
     Strings may group thousands with commas ("1,450,000" -> "1450000.0").
@@ -54,7 +65,7 @@ def format_answer(value: Fraction | int | float | str) -> str:
     Raises:
         ValueError: not a finite number, or a fraction without a finite decimal expansion.
     """
-    if isinstance(value, Fraction):
+    if isinstance(value, (Fraction, Decimal)):
         text = decimal_text(value)
         return text if "." in text else text + ".0"
     if isinstance(value, str):

@@ -2,7 +2,8 @@
 
 A `Problem` is a question plus the exact steps that solve it: each step combines given
 quantities, known unit constants (60 minutes an hour) and earlier results ("@1") with
-+ - * /, left to right. Values are `Fraction`s, so answers are exact. A `Corruption`
++ - * /, left to right. Values are `Decimal`s computed in a context that refuses any
+inexact result, so answers are exact (integers or terminating decimals). A `Corruption`
 is what a solver did differently: the values it used (a misread number, a wrong unit
 factor), the steps it wrote (a wrong operation, a dropped operand, an inverted rate)
 and an arithmetic slip; evaluating the problem under it propagates the error to the
@@ -11,15 +12,18 @@ final answer as a real slip would, and the first wrong step is `Corruption.step`
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, replace
-from fractions import Fraction
+from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation
 from typing import Mapping
 
-from cot_transplant.data.numbers import decimal_text
+from cot_transplant.data.numbers import decimal_str, decimal_text
 
 ERROR_KINDS = ("arithmetic", "wrong-operation", "dropped-quantity", "misread-number", "unit-rate")
-APPLY = {"+": Fraction.__add__, "-": Fraction.__sub__, "*": Fraction.__mul__, "/": Fraction.__truediv__}
+# Exact arithmetic: a result that would need rounding (1/3) raises Inexact instead.
+EXACT = Context(prec=50, traps=[Inexact, DivisionByZero, InvalidOperation])
+APPLY = {"+": EXACT.add, "-": EXACT.subtract, "*": EXACT.multiply, "/": EXACT.divide}
 # Wrong operations a solver plausibly writes instead of the right one.
 _OTHER_OP = {"+": ("-", "*"), "-": ("+",), "*": ("+", "/"), "/": ("*", "-")}
 # Unit factors a solver plausibly confuses with the right one (60 minutes an hour read as 100, ...).
@@ -47,7 +51,7 @@ class Step:
 class Problem:
     family: str
     question: str
-    values: Mapping[str, Fraction]
+    values: Mapping[str, Decimal]
     steps: tuple[Step, ...]
     units: frozenset[str] = frozenset()  # constants the solver knows; they are not in the question
     rates: frozenset[str] = frozenset()  # per-unit quantities (a price each, a speed)
@@ -60,72 +64,86 @@ class Problem:
 
     def first_use(self, name: str) -> int:
         """1-based number of the first step using quantity `name` (0 when none does)."""
-        return next((j for j, s in enumerate(self.steps, 1) if name in s.args), 0)
+        return self._first_uses.get(name, 0)
+
+    @functools.cached_property
+    def _first_uses(self) -> dict[str, int]:
+        uses: dict[str, int] = {}
+        for j, step in enumerate(self.steps, 1):
+            for a in step.args:
+                uses.setdefault(a, j)
+        return uses
 
 
 @dataclass(frozen=True)
 class Corruption:
     kind: str
     step: int  # 1-based: the first step whose result is wrong
-    values: Mapping[str, Fraction]
+    values: Mapping[str, Decimal]
     steps: tuple[Step, ...]
-    slip: Fraction = Fraction(0)
+    slip: Decimal = Decimal(0)
     note: str = ""
 
 
-def evaluate(problem: Problem, error: Corruption | None = None) -> list[Fraction]:
+def evaluate(problem: Problem, error: Corruption | None = None) -> list[Decimal]:
     """Each step's result, as the problem is meant to be solved or as `error` solves it.
 
     Raises:
-        ZeroDivisionError: a step divides by zero (only ever under a corruption).
+        ArithmeticError: a step divides by zero or has no exact result (only under a corruption).
     """
     values = error.values if error else problem.values
     steps = error.steps if error else problem.steps
-    results: list[Fraction] = []
+    results: list[Decimal] = []
     for j, step in enumerate(steps, 1):
-        operands = [results[int(a[1:]) - 1] if a.startswith("@") else values[a] for a in step.args]
+        operands = [results[int(a[1:]) - 1] if a[0] == "@" else values[a] for a in step.args]
         acc = operands[0]
         for op, x in zip(step.ops, operands[1:]):
             acc = APPLY[op](acc, x)
         if error and j == error.step:
-            acc += error.slip
+            acc = EXACT.add(acc, error.slip)
         results.append(acc)
     return results
 
 
-def _nice(x: Fraction) -> bool:
-    return x > 0 and (x * 10**MAX_PLACES).denominator == 1
+def _nice(x: Decimal) -> bool:
+    return x > 0 and 10**MAX_PLACES % x.as_integer_ratio()[1] == 0
 
 
-def problem_ok(problem: Problem) -> bool:
-    """Every given value and step result is positive with at most MAX_PLACES decimals."""
+def problem_ok(problem: Problem, results: list[Decimal] | None = None) -> bool:
+    """Every given value and step result is positive with at most MAX_PLACES decimals.
+
+    `results`: `evaluate(problem)` when the caller has it already.
+    """
     try:
-        return all(_nice(v) for v in problem.values.values()) and all(_nice(v) for v in evaluate(problem))
-    except ZeroDivisionError:
+        results = evaluate(problem) if results is None else results
+    except ArithmeticError:
         return False
+    return all(_nice(v) for v in problem.values.values()) and all(_nice(v) for v in results)
 
 
-def corruption_ok(problem: Problem, right: list[Fraction], error: Corruption) -> bool:
-    """The error first shows at `error.step`, every value stays a plausible number, the answer changes."""
+def corrupted_results(problem: Problem, right: list[Decimal], error: Corruption) -> list[Decimal] | None:
+    """The step results under `error` when it is valid: it first shows at `error.step`, every value stays
+    a plausible number, the answer changes. None otherwise."""
     try:
         wrong = evaluate(problem, error)
-    except ZeroDivisionError:
-        return False
+    except ArithmeticError:
+        return None
     k = error.step
-    return (wrong[: k - 1] == right[: k - 1] and wrong[k - 1] != right[k - 1] and wrong[-1] != right[-1]
-            and all(_nice(v) for v in wrong))
+    ok = (wrong[: k - 1] == right[: k - 1] and wrong[k - 1] != right[k - 1] and wrong[-1] != right[-1]
+          and all(_nice(v) for v in wrong))
+    return wrong if ok else None
 
 
 def _with_step(problem: Problem, k: int, step: Step) -> tuple[Step, ...]:
     return problem.steps[: k - 1] + (step,) + problem.steps[k:]
 
 
-def _arithmetic(problem: Problem, k: int, right: list[Fraction], rng: random.Random):
+def _arithmetic(problem: Problem, k: int, right: list[Decimal], rng: random.Random):
     r = right[k - 1]
-    deltas = [Fraction(d) for d in (1, -1, 2, -2, 10, -10)]
+    deltas = [Decimal(d) for d in (1, -1, 2, -2, 10, -10)]
     text = decimal_text(r)
-    if r.denominator == 1 and len(text) >= 2 and text[-1] != text[-2]:  # transposed last two digits
-        deltas.append(Fraction(int(text[:-2] + text[-1] + text[-2])) - r)
+    if "." not in text and len(text) >= 2 and text[-1] != text[-2]:  # transposed last two digits
+        deltas.append(Decimal(text[:-2] + text[-1] + text[-2]) - r)
     rng.shuffle(deltas)
     for d in deltas:
         yield Corruption("arithmetic", k, problem.values, problem.steps, d, f"step {k}: {decimal_text(r)} written as {decimal_text(r + d)}")
@@ -162,7 +180,7 @@ def _dropped_quantity(problem: Problem, k: int, right, rng: random.Random):
                          note=f"step {k}: left out {step.args[i]}")
 
 
-def misreadings(value: Fraction) -> list[Fraction]:
+def misreadings(value: Decimal) -> list[Decimal]:
     """Numbers a reader might see instead of `value`: two digits swapped, one digit read as a look-alike."""
     text = decimal_text(value)
     out = []
@@ -172,7 +190,7 @@ def misreadings(value: Fraction) -> list[Fraction]:
     for i, ch in enumerate(text):
         if ch in _LOOKALIKE:
             out.append(text[:i] + _LOOKALIKE[ch] + text[i + 1:])
-    return [Fraction(t) for t in dict.fromkeys(out) if not (t[0] == "0" and len(t) > 1 and t[1] != ".")]
+    return [Decimal(t) for t in dict.fromkeys(out) if not (t[0] == "0" and len(t) > 1 and t[1] != ".")]
 
 
 def _misread_number(problem: Problem, k: int, right, rng: random.Random):
@@ -192,7 +210,7 @@ def _unit_rate(problem: Problem, k: int, right, rng: random.Random):
     for name in step.args:
         if name in problem.units and problem.first_use(name) == k:  # a wrong conversion factor
             for v in WRONG_UNIT.get(int(problem.values[name]), ()):
-                options.append(Corruption("unit-rate", k, {**problem.values, name: Fraction(v)}, problem.steps,
+                options.append(Corruption("unit-rate", k, {**problem.values, name: Decimal(v)}, problem.steps,
                                           note=f"{decimal_text(problem.values[name])} per unit taken as {v}"))
     if len(step.args) == 2 and step.ops[0] in "*/" and any(a in problem.units or a in problem.rates for a in step.args):
         flipped = replace(step, ops=("/" if step.ops[0] == "*" else "*",))  # a rate applied the wrong way round
@@ -207,33 +225,36 @@ _MAKERS = {"arithmetic": _arithmetic, "wrong-operation": _wrong_operation, "drop
 
 
 def corrupt(problem: Problem, kind: str, k: int, rng: random.Random,
-            right: list[Fraction] | None = None) -> Corruption | None:
-    """A valid corruption of `kind` whose first wrong step is `k` (1-based), or None when none exists."""
+            right: list[Decimal] | None = None) -> tuple[Corruption, list[Decimal]] | None:
+    """A valid corruption of `kind` whose first wrong step is `k` (1-based) with its step results,
+    or None when none exists."""
     right = right if right is not None else evaluate(problem)
     for error in _MAKERS[kind](problem, k, right, rng):
-        if corruption_ok(problem, right, error):
-            return error
+        wrong = corrupted_results(problem, right, error)
+        if wrong is not None:
+            return error, wrong
     return None
 
 
-def _number(x: Fraction) -> str:
-    return decimal_text(x)
+def render(problem: Problem, error: Corruption | None = None, *, short: bool = False,
+           results: list[Decimal] | None = None) -> list[str]:
+    """The solution's sentences, one per step, each with its worked expression ("7 x 5 = 35").
 
-
-def render(problem: Problem, error: Corruption | None = None, *, short: bool = False) -> list[str]:
-    """The solution's sentences, one per step, each with its worked expression ("7 x 5 = 35")."""
+    `results`: `evaluate(problem, error)` when the caller has it already.
+    """
     values = error.values if error else problem.values
     steps = error.steps if error else problem.steps
-    results = evaluate(problem, error)
-    symbol = {"+": "+", "-": "-", "*": problem.symbols[0], "/": problem.symbols[1]}
-    named = {k: _number(v) for k, v in values.items()}
+    results = evaluate(problem, error) if results is None else results
+    symbol = {"+": " + ", "-": " - ", "*": f" {problem.symbols[0]} ", "/": f" {problem.symbols[1]} "}
+    # Frames may restate their step's quantities by name ("{times0} times"), as the solver read them.
+    named = {k: decimal_str(v) for k, v in values.items()}
+    done = [decimal_str(r) for r in results]
     out = []
-    for step, result in zip(steps, results):
-        operands = [results[int(a[1:]) - 1] if a.startswith("@") else values[a] for a in step.args]
-        expr = _number(operands[0])
+    for step, text in zip(steps, done):
+        operands = [done[int(a[1:]) - 1] if a[0] == "@" else named[a] for a in step.args]
+        expr = operands[0]
         for op, x in zip(step.ops, operands[1:]):
-            expr += f" {symbol[op]} {_number(x)}"
-        expr = expr + f" = {_number(result)}" if step.ops else _number(result)
-        # Frames may restate quantities by name ("{times0} times"): written as the solver read them.
+            expr += symbol[op] + x
+        expr = expr + " = " + text if step.ops else text
         out.append((step.short if short else step.frame).format(e=expr, **named))
     return out

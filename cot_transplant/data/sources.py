@@ -22,7 +22,7 @@ from cot_transplant.data.formats import unescape
 from cot_transplant.data.numbers import parse_number
 from cot_transplant.errors import UserError, suggest
 
-ANNOTATION = re.compile(r"<<[^<>]*>>")
+ANNOTATION = re.compile(r"<<[^<>\n]*(?:>>)?")  # a few released solutions leave one unclosed
 GSM8K_FINAL = re.compile(r"(?:^|\n)####\s*(\S[^\n]*?)\s*$")
 LAYOUTS = {  # layout -> (question key, answer key), tried in this order
     "lila": ("input", "output_answer"),
@@ -148,8 +148,10 @@ def read_questions(path: str | os.PathLike, datasets: Iterable[str] | None = Non
         if not any("dataset" in obj for obj in parsed):
             raise UserError(f"{path}: has no 'dataset' column to filter by")
         wanted = {dataset_key(d) for d in datasets}
-        for key in sorted(wanted - set(present)):
-            raise UserError(f"{path}: no dataset '{key}'" + suggest(key, present) + f"; present: {sorted(present.values())}")
+        missing = sorted(wanted - set(present))
+        if missing:
+            raise UserError(f"{path}: no dataset '{missing[0]}'" + suggest(missing[0], present)
+                            + f"; present: {sorted(present.values())}")
     questions, problems = [], []
     for i, (number, obj, problem) in enumerate(rows):
         if obj is not None and datasets is not None and dataset_key(str(obj.get("dataset", ""))) not in wanted:

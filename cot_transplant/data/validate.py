@@ -74,6 +74,8 @@ def file_kind(table: Table) -> str:
     """'full' when the three choice columns exist and hold anything, else 'pairs'."""
     if not all(c in table.columns for c in CHOICE_COLUMNS):
         return "pairs"
+    if any(r.cells is None and r.index is not None for r in table.rows):
+        return "full"  # a row that does not parse may hold choices: "empty throughout" cannot be shown
     filled = any(r.cells and any(r.cells.get(c, "").strip() for c in CHOICE_COLUMNS) for r in table.rows)
     return "full" if filled else "pairs"
 

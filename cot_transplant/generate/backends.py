@@ -7,14 +7,14 @@ pace and count. `LocalBackend` (in `local.py`) runs a transformers model in batc
 Counters a backend adds to the per-question `counts`:
 `requests` (attempts sent), `retries`, one per fault kind (`rate_limited` for 429,
 `server_errors` for 5xx/408/409, `bad_replies` for a reply that is not the protocol's
-JSON, `timeouts`, `connection_errors`), `rejected` (other 4xx, not retried) and
-`failed_requests` (gave up: rejected or retries exhausted).
+JSON, `timeouts`, `connection_errors`) and `rejected` (other 4xx, not retried). A request
+given up (rejected or out of retries) raises `RequestFailed`; the pipeline counts it.
 """
 
 from __future__ import annotations
 
 import random
-import time
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -84,7 +84,7 @@ class OpenAIBackend:
 
     def __init__(self, model: str, sampling: Sampling, *, api_key: str | None, api_key_env: str,
                  base_url: str | None = None, timeout: float = 60.0, max_retries: int = 5,
-                 rps: float | None = None, backoff: Backoff = Backoff(), sleep=time.sleep):
+                 rps: float | None = None, backoff: Backoff = Backoff()):
         import openai
 
         if not api_key and base_url is None:
@@ -92,7 +92,8 @@ class OpenAIBackend:
                             "(or name another with --api-key-env), or give --base-url for a local server")
         self.model, self.sampling = model, sampling
         self.base_url, self.api_key_env, self.key_given = base_url, api_key_env, bool(api_key)
-        self.max_retries, self.backoff, self._sleep = max_retries, backoff, sleep
+        self.max_retries, self.backoff = max_retries, backoff
+        self.cancelled = threading.Event()  # set by `cancel`: waiting requests give up at once
         self.limiter = RateLimiter(rps)
         self._rng = random.Random()  # jitter only; never shapes output
         # A server that needs no key still gets a placeholder: the SDK refuses to start without one.
@@ -105,21 +106,21 @@ class OpenAIBackend:
 
     def complete(self, request: Rendered, counts: Counter) -> str:
         for attempt in range(self.max_retries + 1):
+            if self.cancelled.is_set():
+                raise RequestFailed("cancelled")
             self.limiter.acquire()
             counts["requests"] += 1
             try:
                 return self._call(request)
             except RequestFailed:
                 counts["rejected"] += 1
-                counts["failed_requests"] += 1
                 raise
             except _Transient as fault:
                 counts[fault.kind] += 1
                 if attempt == self.max_retries:
-                    counts["failed_requests"] += 1
                     raise RequestFailed(fault.kind) from None
                 counts["retries"] += 1
-                self._sleep(self.backoff.delay(attempt, self._rng, fault.retry_after))
+                self.cancelled.wait(self.backoff.delay(attempt, self._rng, fault.retry_after))
         raise AssertionError("unreachable")
 
     def _call(self, request: Rendered) -> str:
@@ -167,6 +168,11 @@ class OpenAIBackend:
             return UserError(f"{where} answered 404: check --model '{self.model}', --base-url and --endpoint")
         return RequestFailed(f"http_{status}")
 
+    def cancel(self) -> None:
+        """Make waiting and later requests give up (a stopping run); one in flight ends by its timeout."""
+        self.cancelled.set()
+
     def close(self) -> None:
+        self.cancel()
         self.client.close()
 

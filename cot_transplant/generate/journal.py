@@ -3,7 +3,8 @@
 Three files sit together: `OUT` (the CSV), `OUT.journal.jsonl` and `OUT.summary.json`.
 The journal starts with a header (what shapes the rows: backend, model, prompt hash,
 settings), then one `session` line per start, then one line per processed question, in
-order: its index, id, outcome, counter deltas and the CSV's byte size after its row.
+order: its index, id, a hash of its content, outcome, counter deltas and the CSV's byte
+size after its row.
 
 For each question the row is written and fsynced *before* its journal line. A crash
 between the two leaves a row the journal does not know; on restart the CSV is cut back
@@ -73,7 +74,7 @@ class OutputLog:
         self.columns: list[str] = list(header["columns"])
         self.overwrite, self.counter_names = overwrite, tuple(counters)
         self.done = 0
-        self.ids: list[str] = []
+        self.ids: list[tuple[str, str]] = []  # (id, content hash) of each processed question
         self.totals: Counter = Counter()
         self._out = self._journal = None
         self.session: dict = {}
@@ -87,6 +88,8 @@ class OutputLog:
             for path in (self.out, self.journal_path, self.summary_path):
                 path.unlink(missing_ok=True)
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.journal_path.exists() and b"\n" not in self.journal_path.read_bytes():
+            self.journal_path.unlink()  # a crash before the header line was complete: nothing was committed
         if self.journal_path.exists():
             out_bytes = self._read_journal()
             self._out = open(self.out, "r+b")
@@ -142,7 +145,7 @@ class OutputLog:
             if entry.get("i") != self.done:
                 raise UserError(f"{self.journal_path}: entry for question {self.done} missing; pass --overwrite")
             self.done += 1
-            self.ids.append(str(entry.get("id")))
+            self.ids.append((str(entry.get("id")), str(entry.get("qsha"))))
             self.totals.update(entry.get("counts", {}))
             out_bytes = entry["out_bytes"]
         size = self.out.stat().st_size if self.out.exists() else -1
@@ -173,15 +176,15 @@ class OutputLog:
         self._journal.flush()
         os.fsync(self._journal.fileno())
 
-    def commit(self, item_id: str, outcome: str, row: dict[str, str] | None, counts: Counter) -> None:
-        """Record the next question in order: its row (if accepted) first, then its journal line."""
+    def commit(self, key: tuple[str, str], outcome: str, row: dict[str, str] | None, counts: Counter) -> None:
+        """Record the next question, (id, content hash) `key`, in order: its row (if accepted), then its journal line."""
         if row is not None:
             self._write_out(_csv_line([row.get(c, "") for c in self.columns]))
         counts = Counter({k: int(v) for k, v in counts.items() if v})
-        self._append_journal({"i": self.done, "id": item_id, "outcome": outcome, "counts": dict(counts),
-                              "out_bytes": self._out.tell()})
+        self._append_journal({"i": self.done, "id": key[0], "qsha": key[1], "outcome": outcome,
+                              "counts": dict(counts), "out_bytes": self._out.tell()})
         self.done += 1
-        self.ids.append(item_id)
+        self.ids.append(key)
         self.totals.update(counts)
         if time.monotonic() - self._last_summary > 1.0:
             self.write_summary()

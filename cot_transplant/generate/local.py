@@ -126,7 +126,7 @@ class LocalBackend:
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if s.stop:
-                kwargs.update(stop_strings=list(s.stop), tokenizer=tok)
+                kwargs["stopping_criteria"] = [_StopOnText(tok, enc["input_ids"].shape[1], s.stop)]
             with torch.no_grad():
                 out = self.lm.generate(**enc, **kwargs)  # (B, T_prompt + T_new)
             texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -137,6 +137,23 @@ class LocalBackend:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=60)
+
+
+class _StopOnText:
+    """Stops a row once its *generated* text holds a stop sequence.
+
+    transformers' own `stop_strings` also match across the prompt's end (a prompt ending in
+    `"` plus a generated ` "` matches the stop `" `), which the OpenAI API never does.
+    """
+
+    def __init__(self, tokenizer, start: int, stop: tuple[str, ...]):
+        self.tokenizer, self.start, self.stop = tokenizer, start, stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from cot_transplant.data.record import COLUMNS, Record
+from cot_transplant.errors import UserError
 from cot_transplant.generate.backends import FAULT_KINDS, RequestFailed, Sampling
 from cot_transplant.generate.journal import OutputLog
 from cot_transplant.generate.parse import format_number, parse_choice, parse_number, parse_reply, same_number
@@ -136,6 +137,17 @@ def item_id(job: Job, item) -> str:
     return str(item.id)
 
 
+def item_key(job: Job, item) -> tuple[str, str]:
+    """(id, hash of the content): ids of question files are positions, so a resume checks the content too."""
+    if job.choice_only:
+        parts = (item.question, item.correct_answer, item.correct_argument, item.incorrect_answer,
+                 item.incorrect_argument)
+    else:
+        parts = (item.question, item.answer)
+    digest = hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:12]
+    return item_id(job, item), digest
+
+
 def process(job: Job, item) -> tuple[str, Record | None, Counter]:
     """Run one question (or pairs row) to its outcome: (outcome, accepted record or None, counters)."""
     counts: Counter = Counter(questions=1)
@@ -174,12 +186,13 @@ def run(job: Job, items: Sequence, log: OutputLog, *, concurrency: int = 4, prog
 
     from cot_transplant.data.io import record_to_row
 
-    for k, done_id in enumerate(log.ids[: len(items)]):
-        if item_id(job, items[k]) != done_id:
-            raise_changed(log, k, done_id)
+    for k, done in enumerate(log.ids[: len(items)]):
+        if item_key(job, items[k]) != done:
+            raise UserError(f"{log.out}: its journal records question {k} as '{done[0]}', but the input has a "
+                            "different question there; use the same --questions/--datasets/--seed, or --overwrite")
     window = max(1, concurrency) * 4  # questions in flight or finished but not yet committed
-    bar = tqdm(total=len(items), initial=log.done, unit="q", desc="generate", disable=True if progress is False else None,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(items), initial=log.done, unit="q", desc="generate", file=sys.stderr, dynamic_ncols=True,
+               disable=True if progress is False else None)  # None: shown on a terminal only
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="generate")
     futures: dict[int, Any] = {}
     nxt = log.done
@@ -189,20 +202,16 @@ def run(job: Job, items: Sequence, log: OutputLog, *, concurrency: int = 4, prog
                 if i not in futures:
                     futures[i] = pool.submit(process, job, items[i])
             outcome, record, counts = futures.pop(nxt).result()
-            log.commit(item_id(job, items[nxt]), outcome, None if record is None else record_to_row(record), counts)
+            log.commit(item_key(job, items[nxt]), outcome, None if record is None else record_to_row(record), counts)
             nxt += 1
             accepted, seen = log.totals["accepted"], log.totals["questions"]
-            bar.set_postfix(accepted=accepted, rate=f"{accepted / max(seen, 1):.0%}", refresh=False)
+            bar.set_postfix(accepted=accepted, acceptance=f"{accepted / max(seen, 1):.0%}", refresh=False)
             bar.update(1)
     finally:
+        if nxt < len(items) and hasattr(job.backend, "cancel"):
+            job.backend.cancel()  # stopping early: questions still in flight need not finish
         pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
         summary = log.write_summary()
     return summary
 
-
-def raise_changed(log: OutputLog, k: int, done_id: str) -> None:
-    from cot_transplant.errors import UserError
-
-    raise UserError(f"{log.out}: its journal records question {k} as '{done_id}', but the input has a different "
-                    "question there; use the same --questions/--datasets/--seed, or --overwrite")

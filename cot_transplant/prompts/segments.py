@@ -38,15 +38,26 @@ class Encoded:
 
 
 def tokenize_segment(tokenizer, segment: Segment) -> list[int]:
-    """The ids of one segment on its own: no BOS/EOS; special tokens parsed only when `segment.special`."""
-    return list(tokenizer(segment.text, add_special_tokens=False,
-                          split_special_tokens=not segment.special)["input_ids"])
+    """The ids of one segment on its own: no BOS/EOS; special tokens parsed only when `segment.special`.
+
+    Raises:
+        ValueError: a data segment still produced a special token. `split_special_tokens` only
+            skips the added-token matcher; a Unigram model (T5-style) that holds e.g. "</s>" as an
+            ordinary piece can still emit it. The unknown token is allowed.
+    """
+    ids = list(tokenizer(segment.text, add_special_tokens=False, split_special_tokens=not segment.special)["input_ids"])
+    if not segment.special:
+        found = sorted(set(ids) & (set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}))
+        if found:
+            raise ValueError(f"segment {segment.name or segment.text[:40]!r}: data text produced special tokens "
+                             f"{tokenizer.convert_ids_to_tokens(found)} although special-token parsing was off")
+    return ids
 
 
 def encode_segments(tokenizer, segments: Iterable[Segment], shift: bool = True) -> Encoded:
     """Concatenate separately tokenized segments and return ids plus named spans.
 
-    With `shift=True` (the seed's alignment) every span moves one token earlier:
+    With `shift=True` (the original study's alignment) every span moves one token earlier:
     position p is kept when it predicts a token of the segment (the state at p produced
     token p+1), so the span of tokens [s, e) becomes [s-1, e-1).
 

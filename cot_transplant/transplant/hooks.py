@@ -43,6 +43,8 @@ class SpanStates:
         bad = {k: tuple(t.shape) for k, t in self.tensors.items() if t.ndim != 2 or t.shape[0] != n}
         if bad:
             raise ValueError(f"SpanStates: tensors must be (N={n}, D); got {bad}")
+        object.__setattr__(self, "lengths", tuple(self.lengths))
+        object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -57,7 +59,7 @@ class SpanStates:
 
     def detach(self) -> "SpanStates":
         """The same states cut from the graph (e.g. to store them or to inject without training the source)."""
-        return SpanStates(self.spec, self.lengths, MappingProxyType({k: t.detach() for k, t in self.tensors.items()}))
+        return SpanStates(self.spec, self.lengths, {k: t.detach() for k, t in self.tensors.items()})
 
 
 def _hidden(output) -> torch.Tensor:
@@ -130,22 +132,30 @@ class Capture(_SpanHooks):
         # layer that its recomputation (hooks gone) does not save, which torch's checkpoint rejects.
         self._outputs[key] = hidden
 
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        if exc[0] is None and len(self._outputs) == len(self._sites):
+            self._states = self._gather()  # now, to free the full (B, T, D) outputs early
+
     @property
     def states(self) -> SpanStates:
-        """The captured states (built once, on first access). Raises RuntimeError if no forward reached every site."""
+        """The captured states. Raises RuntimeError if no forward reached every site."""
         if self._states is None:
-            keys = [(s.key, s.layer) for s in self._sites]
-            missing = [k for k in keys if k not in self._outputs]
-            if missing:
-                raise RuntimeError(f"capture: no forward reached sites {missing}; "
-                                   "run the model inside the `with` block")
-            tensors = {}
+            self._states = self._gather()
+        return self._states
+
+    def _gather(self) -> SpanStates:
+        keys = [(s.key, s.layer) for s in self._sites]
+        missing = [k for k in keys if k not in self._outputs]
+        if missing:
+            raise RuntimeError(f"capture: no forward reached sites {missing}; run the model inside the `with` block")
+        tensors = {}
+        with torch.enable_grad():  # the gather joins the forward's graph whatever the grad mode is now
             for k in keys:
                 rows, pos = self._flat_index(self._outputs[k])
                 tensors[k] = self._outputs[k][rows, pos]  # (N, D)
-            self._states = SpanStates(self.spec, span_lengths(self._spans), MappingProxyType(tensors))
-            self._outputs.clear()
-        return self._states
+        self._outputs.clear()
+        return SpanStates(self.spec, span_lengths(self._spans), tensors)
 
     kv = states
 
@@ -209,8 +219,9 @@ def inject(model: nn.Module, spans: Sequence[Sequence[tuple[int, int]]], states:
     """Context manager overwriting `spec`'s sites at `spans` with `states` in every forward in the block.
 
     Entries are consumed in the row-major order of `spans`, so source and target batches may
-    differ in shape as long as the span lengths match one for one. Run `backward()` inside the
-    block when gradient checkpointing is on: the recomputation needs the hooks.
+    differ in shape as long as the span lengths match one for one. States are cast to the
+    target's dtype and device. Run `backward()` inside the block when gradient checkpointing is
+    on: the recomputation needs the hooks.
 
     Args:
         spec: which sites to overwrite; default `states.spec`. Must be covered by `states`.

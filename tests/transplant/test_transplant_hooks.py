@@ -10,7 +10,7 @@ from transplant_helpers import VOCAB, bpe_tokenizer, ids, tiny, with_lora
 from transplant_reference import llama_forward, transplant_subs
 
 from cot_transplant.prompts.segments import Segment, encode_segments, pad_batch, position_ids, select_spans
-from cot_transplant.transplant import TransplantSpec, capture, capture_kv, inject, inject_kv
+from cot_transplant.transplant import SpanStates, TransplantSpec, capture, capture_kv, inject, inject_kv
 
 SRC_SPANS = [[(1, 5)], [(3, 9)]]
 TGT_SPANS = [[(2, 6)], [(4, 10)]]
@@ -29,6 +29,7 @@ def test_identity_capture_then_inject_into_the_same_run():
     logits, kv = _transplant(model, model, x, x, SRC_SPANS, SRC_SPANS)
     torch.testing.assert_close(logits, model(x).logits, atol=1e-6, rtol=0)
     assert len(kv) == 2 and [t.shape for t in kv[1].values()] == [(6, 16)] * 4
+    assert [e[("k", 1)].shape[0] for e in kv] == [4, 6] and kv[-1][("v", 0)].shape == (6, 16)
     # The same entries routed to the other row change the result: the identity is not a no-op hook.
     swapped, _ = _transplant(model, model, x, x, SRC_SPANS, [[(3, 7)], [(1, 7)]])
     assert (swapped - logits).abs().max() > 1e-3
@@ -63,50 +64,52 @@ def test_two_spans_per_target_row_take_entries_row_major():
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
-def _segment_batches(tok, side):
-    """Arguer prompts (one per text) and chooser prompts (two texts each), padded on `side`."""
-    texts = ["Tom has 12 apples.", "The quick brown fox jumps over the lazy dog.", "so 7 are left", "Answer: 7"]
+def _prompts(tok):
+    """Four arguer prompts (one text each) and two chooser prompts (two of those texts each)."""
+    texts = ["Tom has 12 apples and gives 5 away.", "The quick brown fox jumps over the lazy dog.",
+             "so 7 are left", "7"]
     arguer = [encode_segments(tok, [Segment("Question: "), Segment(t, "argument")]) for t in texts]
     chooser = [encode_segments(tok, [Segment("Q "), Segment(texts[2 * i], "candidate_1"), Segment(" and "),
                                      Segment(texts[2 * i + 1], "candidate_2"), Segment(" answer")])
                for i in range(2)]
-    a_ids, a_mask, a_spans = pad_batch(arguer, tok.pad_token_id, side)
-    c_ids, c_mask, c_spans = pad_batch(chooser, tok.pad_token_id, side)
-    return (a_ids, a_mask, select_spans(a_spans, ["argument"])), \
-        (c_ids, c_mask, select_spans(c_spans, ["candidate_1", "candidate_2"]))
+    return arguer, chooser
 
 
-def _masked_transplant(src, tgt, arguer, chooser):
-    (a_ids, a_mask, a_spans), (c_ids, c_mask, c_spans) = arguer, chooser
-    with capture_kv(src, a_spans, attention_mask=a_mask) as cap:
-        src(a_ids, attention_mask=a_mask, position_ids=position_ids(a_mask))
-    with inject_kv(tgt, c_spans, cap.kv, attention_mask=c_mask):
-        return tgt(c_ids, attention_mask=c_mask, position_ids=position_ids(c_mask)).logits  # (B, T, V)
+def _capture(model, prompts, pad_id, side):
+    ids_, mask, spans = pad_batch(prompts, pad_id, side)
+    with capture_kv(model, select_spans(spans, ["argument"]), attention_mask=mask) as cap:
+        model(ids_, attention_mask=mask, position_ids=position_ids(mask))
+    return cap.kv
 
 
-def _rows(batch, rows):
-    ids_, mask, spans = batch
-    return ids_[rows], mask[rows], [spans[r] for r in rows]
+def _inject(model, prompts, states, pad_id, side):
+    ids_, mask, spans = pad_batch(prompts, pad_id, side)
+    with inject_kv(model, select_spans(spans, ["candidate_1", "candidate_2"]), states, attention_mask=mask):
+        logits = model(ids_, attention_mask=mask, position_ids=position_ids(mask)).logits  # (B, T, V)
+    return [row[m.bool()] for row, m in zip(logits, mask)]  # real positions only
+
+
+def _join(entries: list[SpanStates]) -> SpanStates:
+    """Single-entry states back to back, as one capture of those rows would give."""
+    return SpanStates(entries[0].spec, tuple(n for e in entries for n in e.lengths),
+                      {k: torch.cat([e.tensors[k] for e in entries]) for k in entries[0].tensors})
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_row_alone_equals_row_in_padded_batch(side):
     tok = bpe_tokenizer()
     src, tgt = tiny(seed=1, vocab_size=len(tok)), tiny(seed=2, vocab_size=len(tok))
-    arguer, chooser = _segment_batches(tok, side)
-    batched = _masked_transplant(src, tgt, arguer, chooser)
-    assert (arguer[1] == 0).any() and (chooser[1] == 0).any()
-    for row in range(2):
-        a_rows = _rows(arguer, [2 * row, 2 * row + 1])
-        keep_a = a_rows[1].any(0)  # drop columns that are padding in both rows
-        a_alone = (a_rows[0][:, keep_a], a_rows[1][:, keep_a],
-                   [[(s - int((~keep_a[:s]).sum()), e - int((~keep_a[:s]).sum())) for s, e in r] for r in a_rows[2]])
-        c_ids, c_mask, c_spans = _rows(chooser, [row])
-        real = c_mask[0].bool()
-        shift = int((~real[:c_spans[0][0][0]]).sum())
-        c_alone = (c_ids[:, real], c_mask[:, real], [[(s - shift, e - shift) for s, e in c_spans[0]]])
-        alone = _masked_transplant(src, tgt, a_alone, c_alone)
-        torch.testing.assert_close(batched[row][real], alone[0], atol=1e-5, rtol=1e-5)
+    arguer, chooser = _prompts(tok)
+    assert len({len(p.ids) for p in arguer}) == 4 and len({len(p.ids) for p in chooser}) == 2  # real padding
+    batched_kv = _capture(src, arguer, tok.pad_token_id, side)
+    alone_kv = [_capture(src, [p], tok.pad_token_id, side) for p in arguer]
+    for j, alone in enumerate(alone_kv):
+        for key, t in alone[0].items():
+            torch.testing.assert_close(batched_kv[j][key], t, atol=1e-5, rtol=1e-5)
+    batched = _inject(tgt, chooser, batched_kv, tok.pad_token_id, side)
+    for i, prompt in enumerate(chooser):
+        alone = _inject(tgt, [prompt], _join(alone_kv[2 * i:2 * i + 2]), tok.pad_token_id, side)
+        torch.testing.assert_close(batched[i], alone[0], atol=1e-5, rtol=1e-5)
 
 
 def test_peft_hooks_see_the_lora_delta():
@@ -146,21 +149,21 @@ def test_two_named_adapters_on_one_base_transplant_like_two_models():
     torch.testing.assert_close(logits, separate, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["qwen3", "olmo2", "gemma", "gemma2", "gemma3_text", "tiny-mistral", "tiny-qwen2"])
-def test_other_families_identity_and_effect(family):
+def _family_model(family: str, seed: int):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if family.startswith("tiny-"):
-        make = lambda seed: tiny(family, seed)  # noqa: E731
-    else:
-        cfg = AutoConfig.for_model(family, vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                                   max_position_embeddings=256, pad_token_id=0)
+        return tiny(family, seed)
+    cfg = AutoConfig.for_model(family, vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                               max_position_embeddings=256, pad_token_id=0)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
 
-        def make(seed):
-            torch.manual_seed(seed)
-            return AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
-    src, tgt = make(1), make(2)
+
+@pytest.mark.parametrize("family", ["qwen3", "olmo2", "gemma", "gemma2", "gemma3_text", "tiny-mistral", "tiny-qwen2"])
+def test_other_families_identity_and_effect(family):
+    src, tgt = _family_model(family, 1), _family_model(family, 2)
     x, y = ids(2, 12, seed=1), ids(2, 12, seed=2)
     same, _ = _transplant(tgt, tgt, y, y, SRC_SPANS, SRC_SPANS)
     torch.testing.assert_close(same, tgt(y).logits, atol=1e-6, rtol=0)

@@ -43,6 +43,33 @@ def two_adapters(family: str = "tiny-llama", seed: int = 0):
     return model
 
 
+def enable_checkpointing(model) -> None:
+    """Non-reentrant checkpointing of every decoder layer, in train mode (dropout is 0 everywhere here)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x; the old one warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.train()
+
+
+class CallCounter:
+    """Counts calls of one module while the `with` block lasts (to prove recomputation happened)."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, 0
+
+    def __enter__(self):
+        self._handle = self.module.register_forward_hook(self._count)
+        return self
+
+    def _count(self, *_):
+        self.calls += 1
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
 def lora_grads(model) -> dict[str, torch.Tensor]:
     """Gradients of every LoRA parameter (zeros where None)."""
     return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))

@@ -1,0 +1,462 @@
+"""Sweeps: N training seeds x a grid of config values, one run directory each, on one data split.
+
+Layout of a sweep directory (`runs/sweep-<config stem>-<time>/` by default):
+  sweep.yaml         the plan, written before any run: resolved base config, seeds, grid,
+                     comparison, and every run's name, seed and grid values
+  <run>/             one run directory per (combination, seed); see train/rundir.py
+  sweep.json         the aggregate, rewritten at the end of every invocation (see `aggregate`)
+  band-<combo>.png   val and test f_c at each eval point: mean and 95% t band across seeds
+  bands.png          test f_c bands of every combination in one figure
+
+The grid may not touch `seed` (use the seed count), `run.*`, or the `data.*` keys that
+choose rows or the split (all but `data.mask`): every run of a sweep sees the same rows,
+split by `data.split_seed` alone, so test rows pair one to one across runs.
+Invoking the sweep again skips complete runs, resumes interrupted runs from their
+latest checkpoint and restarts runs that died before their first checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cot_transplant.config import Config, apply_overrides, load_config, to_dict
+from cot_transplant.errors import UserError
+from cot_transplant.provenance import stamp
+
+PLAN = "sweep.yaml"
+RESULT = "sweep.json"
+PLAN_VERSION = 1
+# Keys a grid may not vary: the seed has its own option, runs are named by the sweep, and data
+# keys would change the rows or the split, so test rows would no longer pair across runs.
+_FIXED = ("seed", "run.", "data.")
+_FREE_DATA = ("data.mask",)
+
+
+# --- the plan ---------------------------------------------------------------------------------------
+
+
+def _split_values(text: str) -> list[str]:
+    """Split `v1,v2` on commas outside brackets, so `[0,1],[2]` gives two lists."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return parts + [current]
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """`["variant=joint,text-only", "train.optim.lr=1e-4,3e-4"]` -> {key: [values]} (values parsed as YAML).
+
+    Raises UserError on a malformed item, a repeated key or value, or a key the grid may not vary.
+    """
+    grid: dict[str, list] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--grid '{item}': expected key=v1,v2 (e.g. variant=joint,text-only)")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        if key in grid:
+            raise UserError(f"--grid: key '{key}' given twice; list all its values in one --grid")
+        if key == "seed":
+            raise UserError("--grid: 'seed' is set by --seeds N (N seeds counted from the config's seed)")
+        if key.startswith(_FIXED) and key not in _FREE_DATA:
+            raise UserError(f"--grid: '{key}' cannot vary within a sweep: every run shares one data split and "
+                            "the sweep names its runs; set it as an override (key=value) instead")
+        values = [apply_overrides({}, [f"v={v.strip()}"])["v"] for v in _split_values(raw)]
+        if any(values.count(v) > 1 for v in values):
+            raise UserError(f"--grid '{item}': a value is repeated")
+        grid[key] = values
+    return grid
+
+
+def _set(values: dict, dotted: str, value: Any) -> None:
+    node = values
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def _slug(values: dict[str, Any]) -> str:
+    """A directory-safe name of one combination: `joint_lr-0.0003` (variant bare, other keys by last part)."""
+    if not values:
+        return "base"
+    parts = []
+    for key, value in values.items():
+        text = re.sub(r"[^A-Za-z0-9.+-]+", "_", json.dumps(value) if not isinstance(value, str) else value).strip("_")
+        parts.append(text if key == "variant" else f"{key.rsplit('.', 1)[-1]}-{text}")
+    return "_".join(parts)
+
+
+def _label(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "base"
+
+
+def make_plan(config_path: str, seeds: int, grid: dict[str, list], overrides: list[str] | None = None,
+              out: str | Path | None = None, compare: list[str] | None = None, n_perm: int = 10_000) -> Path:
+    """Resolve and check every run's config, then write `sweep.yaml` in a new sweep directory; return it.
+
+    Raises:
+        UserError: a bad config, override or grid value (named by key), a bad `compare`, or an
+            `out` directory that already holds a sweep or other files.
+    """
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    base_cfg = load_config(config_path, overrides or [])
+    base = to_dict(base_cfg)
+    base["run"].update(name=None, dir=None)
+    if compare is None and {"joint", "text-only"} <= set(grid.get("variant", [])):
+        compare = ["joint", "text-only"]
+    if compare is not None:
+        if len(compare) != 2 or compare[0] == compare[1]:
+            raise UserError(f"--compare: give two different variants, e.g. joint,text-only; got {','.join(compare)}")
+        missing = [v for v in compare if v not in grid.get("variant", [])]
+        if missing:
+            raise UserError(f"--compare: {', '.join(missing)} not in the grid; add --grid variant={','.join(compare)}")
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    slugs = [_slug(c) for c in combos]
+    if len(set(slugs)) < len(slugs):
+        slugs = [f"c{i}-{s}" for i, s in enumerate(slugs)]
+    seed_list = [base_cfg.seed + i for i in range(seeds)]
+    runs = [{"name": f"{slugs[c]}-s{seed}", "combination": c, "seed": seed}
+            for seed in seed_list for c in range(len(combos))]  # seed-major: early pairs complete early
+    plan = {"plan_version": PLAN_VERSION, "config": str(config_path), "overrides": list(overrides or []),
+            "seeds": seed_list, "grid": grid, "compare": compare, "n_perm": n_perm, "base": base,
+            "combinations": [{"label": _label(c), "slug": s, "values": c} for c, s in zip(combos, slugs)],
+            "runs": runs}
+    for run in runs:  # every combination must load before anything trains
+        run_config(plan, run, Path("."))
+    sweep_dir = Path(out) if out else Path(base_cfg.run.dir or "runs") / (
+        f"sweep-{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (sweep_dir / PLAN).exists():
+        raise UserError(f"{sweep_dir}: already holds a sweep; continue it with "
+                        f"`cot-transplant sweep --resume {sweep_dir}`")
+    if sweep_dir.exists() and any(sweep_dir.iterdir()):
+        raise UserError(f"{sweep_dir}: exists and is not empty; choose another --out")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    _write_yaml(sweep_dir / PLAN, {**plan, "_provenance": stamp()})
+    return sweep_dir
+
+
+def _write_yaml(path: Path, values: dict) -> None:
+    import yaml
+
+    from cot_transplant.train.rundir import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(values, sort_keys=False))
+
+
+def read_plan(sweep_dir: Path) -> dict:
+    """The plan of a sweep directory. Raises UserError when it is missing or from another plan version."""
+    import yaml
+
+    path = Path(sweep_dir) / PLAN
+    if not path.is_file():
+        raise UserError(f"{sweep_dir}: no {PLAN}; give a directory made by `cot-transplant sweep`")
+    plan = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if plan.get("plan_version") != PLAN_VERSION:
+        raise UserError(f"{path}: plan version {plan.get('plan_version')}, this package reads {PLAN_VERSION}")
+    return plan
+
+
+def run_config(plan: dict, run: dict, sweep_dir: Path) -> Config:
+    """One run's config: the plan's base, its combination's grid values, its seed, and its place."""
+    values = copy.deepcopy(plan["base"])
+    for key, value in plan["combinations"][run["combination"]]["values"].items():
+        _set(values, key, value)
+    values["seed"] = run["seed"]
+    values["run"].update(dir=str(sweep_dir), name=run["name"])
+    return load_config(base=values)
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+def run_status(run_dir: Path) -> str:
+    """"complete" (summary.json of a finished run), "resume" (a checkpoint), "restart" (a run dir without
+    checkpoint: it died before its first one) or "new"."""
+    from cot_transplant.train import rundir
+
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        try:
+            if not json.loads(summary.read_text(encoding="utf-8")).get("interrupted"):
+                return "complete"
+        except ValueError:
+            pass
+    if (run_dir / "config.yaml").is_file() and rundir.latest_checkpoint(run_dir) is not None:
+        return "resume"
+    return "restart" if run_dir.exists() else "new"
+
+
+def run_sweep(sweep_dir: Path) -> dict:
+    """Train every run of the plan that is not complete, then `aggregate`; returns the aggregate.
+
+    A run that stops with a UserError (e.g. non-finite losses) is reported and the sweep goes
+    on; an interrupted run (Ctrl-C) stops the sweep. Both can be continued by invoking it again.
+    """
+    from cot_transplant.train import loop, rundir
+
+    sweep_dir = Path(sweep_dir)
+    plan = read_plan(sweep_dir)
+    failed, interrupted = {}, False
+    for i, run in enumerate(plan["runs"], 1):
+        run_dir = sweep_dir / run["name"]
+        status = run_status(run_dir)
+        print(f"[sweep {i}/{len(plan['runs'])}] {run['name']}: {status}", flush=True)
+        if status == "complete":
+            continue
+        try:
+            if status == "resume":
+                summary = loop.train(rundir.read_run_config(run_dir)[0], resume=run_dir)
+            else:
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)
+                summary = loop.train(run_config(plan, run, sweep_dir), config_path=plan["config"])
+        except UserError as exc:
+            failed[run["name"]] = str(exc)
+            print(f"[sweep] {run['name']} failed: {exc}", file=sys.stderr, flush=True)
+            continue
+        if summary.get("interrupted"):
+            interrupted = True
+            print(f"[sweep] interrupted; continue with `cot-transplant sweep --resume {sweep_dir}`", flush=True)
+            break
+    return aggregate(sweep_dir, plan, failed, interrupted)
+
+
+# --- aggregation ------------------------------------------------------------------------------------
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: NaN becomes None, numpy scalars become Python numbers."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+def _interval(values: list) -> dict:
+    from cot_transplant.analysis.stats import mean_ci
+
+    mean, low, high = mean_ci(values)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": sum(v is not None for v in values),
+            "values": values}
+
+
+def _above(runs: list[dict], key: str) -> dict:
+    known = [r for r in runs if r[key] is not None and r["base_rate"] is not None]
+    above = sum(r[key] > r["base_rate"] for r in known)
+    return {"runs": above, "of": len(known), "share": above / len(known) if known else None}
+
+
+def _band(curves: list) -> list[dict]:
+    from cot_transplant.analysis.stats import ci_band
+
+    if not any(curves):
+        return []
+    b = ci_band(curves)
+    return [{"samples": int(s) if s.is_integer() else s, "mean": m, "ci_low": lo, "ci_high": hi, "n": n}
+            for s, m, lo, hi, n in zip(b.samples.tolist(), b.mean.tolist(), b.low.tolist(), b.high.tolist(),
+                                       b.n.tolist())]
+
+
+def _run_record(run: dict, run_dir: Path, status: str) -> dict:
+    """One run's figures from its metrics.jsonl (the checkpoint is chosen on val/ keys only)."""
+    from cot_transplant.train import rundir
+    from cot_transplant.train.summary import summarize
+
+    out = {"name": run["name"], "seed": run["seed"], "status": status}
+    if status != "complete":
+        return out
+    metrics = rundir.read_metrics(run_dir)
+    s = summarize(run_dir, metrics)
+    chosen, end = s["test_at_chosen"] or {}, s["test_at_end"] or {}
+    out.update(chosen_by=s["chosen_by"], chosen_samples=chosen.get("samples"), end_samples=end.get("samples"),
+               test_f_c_at_chosen=chosen.get("f_c"), test_f_c_at_end=end.get("f_c"),
+               test_auroc_at_chosen=chosen.get("auroc"), test_auroc_at_end=end.get("auroc"),
+               base_rate=chosen.get("base_rate", end.get("base_rate")))
+    evals = [m for m in metrics if m.get("kind") == "eval"]
+    out["_curves"] = {split: [(m["samples"], m.get(f"{split}/f_c")) for m in evals if m.get("split") == split]
+                      for split in ("val", "test")}
+    return out
+
+
+def _combination(combo: dict, runs: list[dict]) -> dict:
+    done = [r for r in runs if r["status"] == "complete"]
+    return {
+        "label": combo["label"], "slug": combo["slug"], "values": combo["values"],
+        "n_runs": len(runs), "n_complete": len(done),
+        "runs": [{k: v for k, v in r.items() if k != "_curves"} for r in runs],
+        "test_at_chosen": {"f_c": _interval([r["test_f_c_at_chosen"] for r in done]),
+                           "auroc": _interval([r["test_auroc_at_chosen"] for r in done])},
+        "test_at_end": {"f_c": _interval([r["test_f_c_at_end"] for r in done]),
+                        "auroc": _interval([r["test_auroc_at_end"] for r in done])},
+        "above_base_rate": {"at_chosen": _above(done, "test_f_c_at_chosen"), "at_end": _above(done, "test_f_c_at_end")},
+        "band": {f"{split}/f_c": _band([r["_curves"][split] for r in done]) for split in ("val", "test")},
+    }
+
+
+def _split_check(sweep_dir: Path, runs: list[dict]) -> dict:
+    """Every started run's splits.json row ids, compared with the first run's."""
+    splits = {}
+    for run in runs:
+        path = sweep_dir / run["name"] / "splits.json"
+        if path.is_file():
+            s = json.loads(path.read_text(encoding="utf-8"))
+            splits[run["name"]] = {k: s.get(k) for k in ("train", "val", "test")}
+    if not splits:
+        return {"same_split": None, "reference": None, "differ": []}
+    ref_name, ref = next(iter(splits.items()))
+    differ = [name for name, s in splits.items() if s != ref]
+    return {"same_split": not differ, "reference": ref_name, "differ": differ,
+            "n_rows": {k: len(v or []) for k, v in ref.items()}}
+
+
+def _correct_by_row(run_dir: Path, samples: int) -> dict[int, float]:
+    """{row_id: 1.0 if the chooser preferred the correct candidate else 0.0} at one test evaluation."""
+    from cot_transplant.train import rundir
+
+    path = run_dir / "predictions" / f"test-{samples}.csv"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; the run's test predictions at its chosen checkpoint are needed")
+    p = rundir.read_predictions(path)
+    return {row: float((p1 if label == 1 else p2) > (p2 if label == 1 else p1))
+            for row, p1, p2, label in zip(p["row_id"], p["p_cand1"], p["p_cand2"], p["label"])}
+
+
+CONCATENATED_HOW = ("every (seed, test row) pair of a's and b's runs of equal seed, concatenated over seeds, "
+                    "one sign-flip unit per pair; a row recurs once per seed, so these units are not independent "
+                    "and the p-value is optimistic when rows differ in difficulty")
+ROW_MEANS_HOW = ("per test row, correctness averaged over the seeds for a and for b; the per-row differences are "
+                 "sign-flipped (rows are the independent units; seed noise is averaged in)")
+
+
+def _test(a: list[float], b: list[float], n_perm: int) -> dict:
+    from cot_transplant.analysis.stats import paired_permutation_test
+
+    n = len(a)
+    return {"n": n, "f_c_a": sum(a) / n if n else None, "f_c_b": sum(b) / n if n else None,
+            "diff": (sum(a) - sum(b)) / n if n else None,
+            "p_value": paired_permutation_test(a, b, n_perm=n_perm, seed=0) if n else None}
+
+
+def _seed_pairs(plan: dict, records: dict[str, dict], ia: int, ib: int) -> list[tuple[int, dict, dict]]:
+    """(seed, run record of combination ia, of ib) for every seed where both runs are complete."""
+    by_seed: dict[int, dict[int, dict]] = {}
+    for run in plan["runs"]:
+        rec = records[run["name"]]
+        if run["combination"] in (ia, ib) and rec["status"] == "complete" and rec["chosen_samples"] is not None:
+            by_seed.setdefault(run["seed"], {})[run["combination"]] = rec
+    return [(seed, pair[ia], pair[ib]) for seed, pair in sorted(by_seed.items()) if len(pair) == 2]
+
+
+def _compare(sweep_dir: Path, plan: dict, records: dict[str, dict], a: str, b: str) -> list[dict]:
+    """Paired permutation tests of variant `a` against `b`, once per setting of the other grid keys."""
+    combos = plan["combinations"]
+    others = [{k: v for k, v in c["values"].items() if k != "variant"} for c in combos]
+    out = []
+    for ia, ca in enumerate(combos):
+        if ca["values"].get("variant") != a:
+            continue
+        ib = next(i for i, c in enumerate(combos) if c["values"].get("variant") == b and others[i] == others[ia])
+        per_seed, cat_a, cat_b, by_row = [], [], [], {}
+        for seed, ra, rb in _seed_pairs(plan, records, ia, ib):
+            right_a = _correct_by_row(sweep_dir / ra["name"], ra["chosen_samples"])
+            right_b = _correct_by_row(sweep_dir / rb["name"], rb["chosen_samples"])
+            common = sorted(set(right_a) & set(right_b))
+            xa, xb = [right_a[r] for r in common], [right_b[r] for r in common]
+            per_seed.append({"seed": seed, "a_run": ra["name"], "b_run": rb["name"], "a_samples": ra["chosen_samples"],
+                             "b_samples": rb["chosen_samples"], "rows_unpaired": len(set(right_a) ^ set(right_b)),
+                             **_test(xa, xb, plan["n_perm"])})
+            cat_a, cat_b = cat_a + xa, cat_b + xb
+            for r in common:
+                by_row.setdefault(r, []).append((right_a[r], right_b[r]))
+        rows = [pairs for pairs in by_row.values() if len(pairs) == len(per_seed)]  # paired in every seed
+        mean_a = [sum(p[0] for p in pairs) / len(pairs) for pairs in rows]
+        mean_b = [sum(p[1] for p in pairs) / len(pairs) for pairs in rows]
+        out.append({"a": a, "b": b, "fixed": others[ia], "a_combination": ca["label"],
+                    "b_combination": combos[ib]["label"], "at": "each run's validation-chosen checkpoint",
+                    "per_seed": per_seed,
+                    "concatenated": {"how": CONCATENATED_HOW, **_test(cat_a, cat_b, plan["n_perm"])},
+                    "row_means": {"how": ROW_MEANS_HOW, **_test(mean_a, mean_b, plan["n_perm"])}})
+    return out
+
+
+def _plots(sweep_dir: Path, combos: list[dict], records: list[list[dict]]) -> dict[str, str]:
+    from cot_transplant.analysis.plots import plot_ci_band
+
+    written, all_test = {}, {}
+    for combo, runs in zip(combos, records):
+        done = [r for r in runs if r["status"] == "complete"]
+        if not done:
+            continue
+        base = [r["base_rate"] for r in done if r["base_rate"] is not None]
+        curves = {f"{split}/f_c": [r["_curves"][split] for r in done] for split in ("val", "test")}
+        curves = {k: v for k, v in curves.items() if any(v)}
+        all_test[combo["label"]] = curves.get("test/f_c", [])
+        path = sweep_dir / f"band-{combo['slug']}.png"
+        try:
+            plot_ci_band(curves, path, ylabel="f_c", title=f"{combo['label']}: {len(done)} seeds",
+                         base_rate=base[0] if base else None)
+            written[combo["slug"]] = path.name
+        except Exception as exc:  # a figure must never cost the sweep's numbers
+            written[combo["slug"]] = f"not written: {exc}"
+    if any(all_test.values()):
+        try:
+            plot_ci_band({k: v for k, v in all_test.items() if v}, sweep_dir / "bands.png", ylabel="test/f_c",
+                         title=f"{sweep_dir.name}: test f_c")
+            written["all"] = "bands.png"
+        except Exception as exc:
+            written["all"] = f"not written: {exc}"
+    return written
+
+
+def aggregate(sweep_dir: Path, plan: dict | None = None, failed: dict[str, str] | None = None,
+              interrupted: bool = False) -> dict:
+    """Write `sweep.json` (and the band figures) from the run directories alone; return it.
+
+    Per combination: mean and 95% t interval across seeds of test f_c (and AUROC) at the
+    checkpoint chosen on validation and at the end; the share of runs above the argument's
+    base rate; the t band of val and test f_c at each eval point. When the plan names two
+    variants to compare, paired permutation tests on the test rows at each run's chosen
+    checkpoint: per seed, over all seeds' rows concatenated, and over per-row means.
+    """
+    sweep_dir = Path(sweep_dir)
+    plan = plan or read_plan(sweep_dir)
+    records = {run["name"]: _run_record(run, sweep_dir / run["name"], run_status(sweep_dir / run["name"]))
+               for run in plan["runs"]}
+    by_combo = [[records[r["name"]] for r in plan["runs"] if r["combination"] == i]
+                for i in range(len(plan["combinations"]))]
+    result = {
+        "sweep": str(sweep_dir), "config": plan["config"], "overrides": plan["overrides"], "seeds": plan["seeds"],
+        "grid": plan["grid"], "compare": plan["compare"],
+        "split": _split_check(sweep_dir, plan["runs"]),
+        "combinations": [_combination(c, runs) for c, runs in zip(plan["combinations"], by_combo)],
+        "comparisons": _compare(sweep_dir, plan, records, *plan["compare"]) if plan["compare"] else [],
+        "incomplete": [name for name, r in records.items() if r["status"] != "complete"],
+        "failed": failed or {}, "interrupted": interrupted,
+    }
+    result["figures"] = _plots(sweep_dir, plan["combinations"], by_combo)
+    result["_provenance"] = stamp()
+    from cot_transplant.train.rundir import atomic_write_text
+
+    atomic_write_text(sweep_dir / RESULT, json.dumps(_clean(result), indent=1))
+    return _clean(result)

@@ -1,0 +1,186 @@
+"""Truncation study: evaluate a trained run, without retraining, transplanting only the first
+fraction of each argument's states (the original study's proposed next step: is the answer's
+correctness readable only from the last states, or built up over the argument?).
+
+Two ways to treat the argument's tail, the tokens past the cut (`tail`):
+  text    the chooser reads the tail through its own states, as `transplant.fraction` does in
+          training and `cot-transplant eval --fraction` does; the chooser then sees the whole
+          candidate text, so at small fractions it can check the final step itself.
+  hidden  the tail is removed from the chooser's attention mask (positions renumbered as if the
+          tokens were deleted): the chooser sees only the transplanted first fraction. The last
+          argument token, which the transplant never covers under the one-token shift, stays.
+At fraction 1.0 both equal the plain evaluation exactly.
+
+Outputs in the run directory: `truncation.json`, `truncation.png`, and per fraction
+`truncation/<split>-<checkpoint>-<tail>-f<fraction>.csv` (row_id,p_cand1,p_cand2,label,argument_choice).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from cot_transplant.errors import UserError
+
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+TAILS = ("text", "hidden")
+
+
+def parse_fractions(text: str) -> list[float]:
+    """`"0.25,0.5,1"` -> [0.25, 0.5, 1.0]; each in (0, 1], no repeats (UserError otherwise)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--fractions '{text}': expected numbers such as 0.25,0.5,0.75,1.0") from None
+    if not values or any(not 0 < v <= 1 for v in values) or len(set(values)) < len(values):
+        raise UserError(f"--fractions '{text}': give distinct numbers in (0, 1], e.g. 0.25,0.5,0.75,1.0")
+    return values
+
+
+def hide_tails(chooser_mask, full_spans, fraction: float) -> None:
+    """Zero `chooser_mask` (B, T) past the first `fraction` of each span in `full_spans` (B rows x spans); in place.
+
+    The cut is `batches.cut_span`'s, so the hidden tokens are exactly those the cut transplant leaves out.
+    """
+    from cot_transplant.train.batches import cut_span
+
+    for r, spans in enumerate(full_spans):
+        for full in spans:
+            _, cut_end = cut_span(full, fraction)
+            chooser_mask[r, cut_end:full[1]] = 0
+
+
+def predict_hidden_tail(session, split: str, fraction: float) -> dict[str, list]:
+    """`train.evaluate.predict` with the tail past the cut hidden from the chooser (see module docstring)."""
+    import torch
+
+    from cot_transplant.train.batches import collate
+    from cot_transplant.train.step import forward
+
+    cfg, model = session.cfg, session.model
+    examples = session.examples[split]
+    out = {"row_id": [], "p_cand1": [], "p_cand2": [], "label": [], "argument_choice": [], "loss": []}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(examples), cfg.eval.batch_size):
+                chunk = examples[i: i + cfg.eval.batch_size]
+                batch = collate(chunk, session.tokenizer.pad_token_id, fraction)
+                hide_tails(batch.chooser_mask, collate(chunk, session.tokenizer.pad_token_id, 1.0).chooser_spans,
+                           fraction)
+                loss, p1, p2, _ = forward(model, batch, session.settings)
+                out["row_id"] += batch.row_ids
+                out["p_cand1"] += p1.tolist()
+                out["p_cand2"] += p2.tolist()
+                out["label"] += batch.labels.tolist()
+                out["argument_choice"] += batch.argument_choice.tolist()
+                out["loss"] += loss.tolist()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _write_predictions(path: Path, pred: dict[str, list]) -> None:
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["row_id", "p_cand1", "p_cand2", "label", "argument_choice"])
+        for row in zip(pred["row_id"], pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"]):
+            w.writerow([row[0], repr(float(row[1])), repr(float(row[2])), int(row[3]), int(row[4])])
+    os.replace(tmp, path)
+
+
+def find_checkpoint(run: Path, step: int | None) -> Path:
+    """checkpoints/step-<step>, or the latest; UserError naming the available ones otherwise."""
+    from cot_transplant.train import rundir
+
+    ckpt = run / "checkpoints" / f"step-{step}" if step is not None else rundir.latest_checkpoint(run)
+    if ckpt is None or not (ckpt / "state.json").is_file():
+        available = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+        raise UserError(f"{run}: checkpoint {'(latest)' if step is None else f'step-{step}'} not found; "
+                        f"available: {available or 'none'}")
+    return ckpt
+
+
+def truncation(run: Path, fractions=FRACTIONS, split: str = "test", checkpoint: int | None = None,
+               tail: str = "text") -> dict:
+    """Evaluate `run` at `checkpoint` (default: the latest) for each fraction; write the outputs, return the JSON.
+
+    Per fraction: f_c with its bootstrap 95% CI, AUROC, n, f_c_oc/f_c_oi, base rate and loss.
+    Raises UserError for a text-only run (nothing is transplanted), an unknown split or
+    checkpoint, or a bad fraction or tail.
+    """
+    from cot_transplant.provenance import stamp
+    from cot_transplant.train import rundir
+    from cot_transplant.train.checkpoint import load_checkpoint
+    from cot_transplant.train.evaluate import metrics_of, predict
+    from cot_transplant.train.setup import setup
+
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: run directory not found; give a directory under runs/")
+    if tail not in TAILS:
+        raise UserError(f"--tail '{tail}': must be one of {', '.join(TAILS)}")
+    fractions = [float(f) for f in fractions]
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise UserError(f"fractions {fractions}: each must be in (0, 1]")
+    cfg, _ = rundir.read_run_config(run)
+    if cfg.variant == "text-only":
+        raise UserError(f"{run}: a text-only run transplants nothing; truncation has no effect on it")
+    ckpt = find_checkpoint(run, checkpoint)
+    session = setup(cfg)
+    if not session.examples.get(split):
+        raise UserError(f"{run}: split '{split}' has no rows; choose one of "
+                        f"{[s for s, ex in session.examples.items() if ex]}")
+    state = load_checkpoint(ckpt, session.model, restore_rng=False)
+    rows = []
+    for f in fractions:
+        pred = predict(session, split, fraction=f) if tail == "text" else predict_hidden_tail(session, split, f)
+        m = metrics_of(pred, cfg.eval.n_boot, cfg.seed)
+        name = f"{split}-{ckpt.name}-{tail}-f{f:g}.csv"
+        _write_predictions(run / "truncation" / name, pred)
+        rows.append({"fraction": f, **{k: m.get(k) for k in ("f_c", "f_c_ci_low", "f_c_ci_high", "auroc", "n",
+                                                              "f_c_oc", "f_c_oi", "base_rate", "loss")},
+                     "predictions": f"truncation/{name}"})
+    result = {"run": str(run), "variant": cfg.variant, "split": split, "checkpoint": ckpt.name,
+              "samples": state["cursor"]["samples"], "tail": tail, "trained_fraction": cfg.transplant.fraction,
+              "fractions": rows, "_provenance": stamp()}
+    rundir.atomic_write_text(run / "truncation.json", json.dumps(result, indent=1))
+    try:
+        plot_truncation(result, run / "truncation.png")
+    except Exception as exc:  # a figure must never cost the numbers
+        result["figure"] = f"not written: {exc}"
+    return result
+
+
+def plot_truncation(result: dict, out_png: Path) -> Path:
+    """f_c with its 95% CI and AUROC against the transplanted fraction; the base rate dotted."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = result["fractions"]
+    x = [r["fraction"] for r in rows]
+    f_c = [r["f_c"] for r in rows]
+    err = [[r["f_c"] - r["f_c_ci_low"] for r in rows], [r["f_c_ci_high"] - r["f_c"] for r in rows]]
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.errorbar(x, f_c, yerr=err, marker="o", capsize=4, color="tab:blue", label="f_c (95% bootstrap CI)")
+    ax.plot(x, [r["auroc"] if r["auroc"] is not None else float("nan") for r in rows], marker="s",
+            color="tab:orange", ls="--", label="AUROC")
+    base = rows[0]["base_rate"]
+    if base is not None:
+        ax.axhline(base, color="0.3", ls=(0, (1, 3)), lw=1.6, label="argument base rate")
+    ax.set_xlabel("fraction of each argument's states transplanted")
+    ax.set_ylabel(f"{result['split']} split")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=9, frameon=False)
+    ax.set_title(f"{Path(result['run']).name} ({result['variant']}), {result['checkpoint']}, tail {result['tail']}")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    return out_png

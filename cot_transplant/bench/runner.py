@@ -1,0 +1,355 @@
+"""Measure the step paths side by side: same rows, one process, interleaved rounds, medians.
+
+For each row source, every round runs each path's train step over all rows, each path's
+eval forward over all rows, and a 2048 x 2048 fp32 matmul, in an order rotated by one
+each round (so no path always runs first, or right after the matmul). The first
+`warmup` rounds are discarded. Figures are medians over the remaining rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from cot_transplant.bench.flops import FORMULA, ModelDims, StepFlops, body_params, head_params, lora_params, matmul_flops
+from cot_transplant.bench.rows import data_rows, sample_examples, synthetic_rows
+from cot_transplant.bench.steps import StepPath, select, shape_of
+from cot_transplant.config import Config, load_config, to_dict
+from cot_transplant.data.record import Record
+from cot_transplant.errors import UserError
+from cot_transplant.train.batches import Batch, collate
+
+MATMUL_REPS = 3  # products per timed matmul entry
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    model: str = "smollm2"
+    data: str | None = None  # a data file; its rows are sampled (seeded) besides the synthetic ones
+    rows: int = 4  # rows per source, run in batches of train.batch_size (eval: eval.batch_size)
+    repeats: int = 5  # measured rounds per source (medians over these)
+    warmup: int = 1  # discarded rounds per source
+    seed: int = 0  # row sample
+    synthetic: bool = True  # also measure synthetic rows
+    paths: tuple[str, ...] = ()  # step paths to run (default: all registered)
+    overrides: tuple[str, ...] = ()  # dotted config overrides (prompt.template=chat, lora.r=8, ...)
+    matmul_n: int = 2048  # size of the square fp32 matmul timed alongside
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.repeats < 1 or self.warmup < 0:
+            raise UserError("bench: --rows and --repeats must be >= 1, warm-up rounds >= 0")
+
+
+QUICK = dict(rows=1, repeats=3, warmup=1)
+# The chat template's fixed text is ~140 tokens shorter than alpaca-json's per pass (rows keep their
+# own lengths); cutting rows to a token limit instead would keep only the dataset's shortest rows.
+QUICK_OVERRIDES = ("prompt.template=chat",)
+
+
+def bench_config(opts: BenchOptions) -> Config:
+    """The run's config: defaults, `--model`, then the overrides. Only the joint variant, no checkpointing."""
+    cfg = load_config(None, [f"model.name={opts.model}", *opts.overrides])
+    if cfg.variant != "joint":
+        raise UserError(f"bench measures the joint step; variant={cfg.variant} is not benchmarked")
+    if cfg.model.gradient_checkpointing:
+        raise UserError("bench: model.gradient_checkpointing=true is not supported (the original-style step "
+                        "backpropagates once, which is exact only without checkpointing)")
+    return cfg
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class PeakMemory:
+    """Peak memory during a block: process RSS sampled every `interval` s (CPU), or CUDA's allocator peak."""
+
+    def __init__(self, device: torch.device, interval: float = 0.005):
+        self.device, self.interval = device, interval
+        self.peak: int | None = None
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = _rss_bytes()
+            if rss is not None:
+                self.peak = max(self.peak or 0, rss)
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self.peak = _rss_bytes()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+            return
+        self._stop.set()
+        self._thread.join()
+        rss = _rss_bytes()
+        if rss is not None and self.peak is not None:
+            self.peak = max(self.peak, rss)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], None], device: torch.device) -> tuple[float, int | None]:
+    """Wall seconds of `fn()` (device work included) and the peak memory during it."""
+    _sync(device)
+    with PeakMemory(device) as mem:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        seconds = time.perf_counter() - t0
+    return seconds, mem.peak
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    tensors = ("labels", "argument_choice", "chooser_ids", "chooser_mask", "arguer_ids", "arguer_mask")
+    return dataclasses.replace(batch, **{k: getattr(batch, k).to(device) for k in tensors})
+
+
+@dataclass
+class Source:
+    """One set of rows and the batches made of them."""
+
+    name: str
+    rows: int
+    skipped: int
+    train_batches: list[Batch]
+    eval_batches: list[Batch]
+    tokens: dict = field(default_factory=dict)
+
+
+def make_source(name: str, records: list[Record], opts: BenchOptions, cfg: Config, template, tokenizer,
+                limit: int | None, device: torch.device) -> Source:
+    examples, skipped = sample_examples(records, opts.rows, opts.seed, cfg, template, tokenizer, limit)
+    pad = tokenizer.pad_token_id
+
+    def batches(size: int) -> list[Batch]:
+        return [_to(collate(examples[i: i + size], pad, cfg.transplant.fraction), device)
+                for i in range(0, len(examples), size)]
+
+    train = batches(cfg.train.batch_size)
+    real = sum(e.n_tokens for e in examples)
+    padded = sum(b.arguer_ids.numel() + b.chooser_ids.numel() for b in train)
+    tokens = {"arguer_mean": statistics.mean(len(a.ids) for e in examples for a in e.arguer),
+              "chooser_mean": statistics.mean(len(e.chooser.ids) for e in examples),
+              "real_per_round": real, "padded_per_round": padded,
+              "train_shapes": [[b.arguer_ids.shape[0], b.arguer_ids.shape[1], b.chooser_ids.shape[0],
+                                b.chooser_ids.shape[1]] for b in train]}
+    return Source(name, len(examples), skipped, train, batches(cfg.eval.batch_size), tokens)
+
+
+def _run_train(path: StepPath, model, source: Source, settings) -> Callable[[], None]:
+    def fn() -> None:
+        for batch in source.train_batches:
+            path.train(model, batch, settings)
+    return fn
+
+
+def _run_eval(path: StepPath, model, source: Source, settings) -> Callable[[], None]:
+    def fn() -> None:
+        with torch.no_grad():
+            for batch in source.eval_batches:
+                path.evaluate(model, batch, settings)
+    return fn
+
+
+def _median_or_none(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...], dims: ModelDims,
+                   opts: BenchOptions, device: torch.device, log: Callable[[str], None]) -> dict:
+    """Interleaved rounds over one source; the per-path figures, the matmul's, and the ratios."""
+    n = opts.matmul_n
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+
+    def matmul() -> None:
+        for _ in range(MATMUL_REPS):
+            a @ b
+
+    entries = ([("train", p) for p in paths] + [("eval", p) for p in paths] + [("matmul", None)])
+    times: dict[tuple[str, str], list[float]] = {}
+    peaks: dict[tuple[str, str], list[int | None]] = {}
+    rounds = opts.warmup + opts.repeats
+    for r in range(rounds):
+        log(f"{source.name}: round {r + 1}/{rounds}{' (warm-up)' if r < opts.warmup else ''}")
+        k = r % len(entries)
+        for kind, path in entries[k:] + entries[:k]:
+            if kind == "matmul":
+                fn = matmul
+            elif kind == "train":
+                model.train()
+                model.zero_grad(set_to_none=True)
+                fn = _run_train(path, model, source, settings)
+            else:
+                model.eval()
+                fn = _run_eval(path, model, source, settings)
+            seconds, peak = timed(fn, device)
+            if r >= opts.warmup:
+                key = (kind, path.name if path else "matmul")
+                times.setdefault(key, []).append(seconds)
+                peaks.setdefault(key, []).append(peak)
+    model.zero_grad(set_to_none=True)
+    model.train()
+
+    mm_flops = MATMUL_REPS * matmul_flops(n)
+    mm_rates = [mm_flops / t for t in times[("matmul", "matmul")]]
+    mm_rate = statistics.median(mm_rates)
+    out_paths = {}
+    for path in paths:
+        train_flops = sum((path.flops(shape_of(bt), dims, True) for bt in source.train_batches), StepFlops(0, 0))
+        eval_flops = sum((path.flops(shape_of(bt), dims, False) for bt in source.eval_batches), StepFlops(0, 0))
+        entry = {"description": path.description}
+        for kind, flops in (("train", train_flops), ("eval", eval_flops)):
+            ts = times[(kind, path.name)]
+            t = statistics.median(ts)
+            entry[kind] = {
+                ("samples_per_s" if kind == "train" else "rows_per_s"): source.rows / t,
+                "seconds_per_round": ts, "median_s": t,
+                "flops_per_round": {"forward": flops.forward, "backward": flops.backward, "total": flops.total},
+                "flops_per_row": flops.total / source.rows,
+                "achieved_flop_per_s": flops.total / t, "of_matmul": flops.total / t / mm_rate,
+                "peak_memory_bytes": max((p for p in peaks[(kind, path.name)] if p is not None), default=None),
+            }
+        out_paths[path.name] = entry
+    return {"rows": source.rows, "skipped_rows": source.skipped, "tokens": source.tokens,
+            "matmul": {"n": n, "dtype": "float32", "flop_per_s": mm_rate, "per_round": mm_rates},
+            "paths": out_paths, "ratios": ratios(paths, times)}
+
+
+def ratios(paths: tuple[StepPath, ...], times: dict) -> dict:
+    """Train samples/s of each later path over each earlier one: the ratio of medians, and its per-round range."""
+    out = {}
+    for i, earlier in enumerate(paths):
+        for later in paths[i + 1:]:
+            t_e, t_l = times[("train", earlier.name)], times[("train", later.name)]
+            per_round = [e / l for e, l in zip(t_e, t_l)]  # same round: paired under the same load
+            out[f"{later.name} vs {earlier.name}"] = {
+                "ratio": statistics.median(t_e) / statistics.median(t_l),
+                "per_round_min": min(per_round), "per_round_max": max(per_round)}
+    return out
+
+
+# --- the run --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Harness:
+    """What every measurement shares: the model with both adapters, tokenizer, template, step settings."""
+
+    cfg: Config
+    model: torch.nn.Module
+    tokenizer: object
+    template: object
+    settings: object  # StepSettings
+    dims: ModelDims
+    limit: int | None  # longest prompt allowed
+    device: torch.device
+
+
+def build_harness(cfg: Config) -> Harness:
+    """Load the model once (as `train` would) and attach the joint variant's two adapters."""
+    from cot_transplant.models import load_model, load_tokenizer
+    from cot_transplant.prompts.templates import choice_token_ids, get_template
+    from cot_transplant.train.adapters import attach_adapters
+    from cot_transplant.train.setup import resolve_device, seed_everything
+    from cot_transplant.train.step import StepSettings
+    from cot_transplant.transplant import TransplantSpec
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.model.device)
+    tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    template = get_template(cfg.prompt.template, tokenizer, cfg.prompt.template_file)
+    base = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                      load_in_8bit=cfg.model.load_in_8bit, load_in_4bit=cfg.model.load_in_4bit,
+                      trust_remote_code=cfg.model.trust_remote_code, seed=cfg.seed, vocab_size=len(tokenizer))
+    try:
+        dims = ModelDims.from_config(base.config, cfg.lora.r, cfg.lora.target_modules)
+        lora_params(dims)
+    except (ValueError, AttributeError) as exc:
+        raise UserError(f"bench: cannot count FLOPs for this model: {exc}") from None
+    model = attach_adapters(base, cfg.lora, cfg.variant, cfg.seed).to(device)
+    model.train()
+    spec = TransplantSpec(site=cfg.transplant.site,
+                          layers=tuple(cfg.transplant.layers) if cfg.transplant.layers is not None else None)
+    settings = StepSettings(cfg.variant, choice_token_ids(tokenizer, template), spec, cfg.loss.choice_only)
+    limit = cfg.prompt.max_tokens or getattr(base.config, "max_position_embeddings", None)
+    return Harness(cfg, model, tokenizer, template, settings, dims, limit, device)
+
+
+def run_bench(opts: BenchOptions, sources: dict[str, list[Record]] | None = None,
+              paths: tuple[StepPath, ...] | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Load the model once, build the row sources, measure each, return the result record.
+
+    `sources` (name -> records) replaces `--data` and the synthetic rows (tests);
+    `paths` replaces the registry selection.
+    """
+    from cot_transplant.provenance import stamp
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    cfg = bench_config(opts)
+    try:
+        paths = paths if paths is not None else select(list(opts.paths))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if sources is None:
+        sources = {}
+        if opts.data:
+            sources[f"data: {os.path.basename(opts.data)}"] = data_rows(cfg, opts.data)
+        if opts.synthetic:
+            sources["synthetic"] = synthetic_rows(cfg, 2 * opts.rows + 8)
+        if not sources:
+            raise UserError("bench: no rows to measure; give --data or keep the synthetic rows")
+    h = build_harness(cfg)
+    results = {}
+    for name, records in sources.items():
+        source = make_source(name, records, opts, cfg, h.template, h.tokenizer, h.limit, h.device)
+        results[name] = measure_source(source, h.model, h.settings, paths, h.dims, opts, h.device, log)
+
+    dims, device = h.dims, h.device
+    threads = torch.get_num_threads()
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {
+        "kind": "bench", "stamp": stamp(), "options": dataclasses.asdict(opts), "config": to_dict(cfg),
+        "device": (f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+                   else f"cpu, {threads} threads"),
+        "model": {"name": cfg.model.name, **dataclasses.asdict(dims), "body_params": body_params(dims),
+                  "head_params": head_params(dims), "lora_params_per_adapter": lora_params(dims)},
+        "paths": [p.name for p in paths], "flop_formula": FORMULA,
+        "sources": results,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024),
+        "wall_s": wall, "cpu_s": cpu, "cpu_threads": threads,
+        # CPU seconds per wall second per thread: well below 1 on a CPU run means others shared the cores.
+        "cpu_share": cpu / wall / threads if device.type == "cpu" else None,
+    }

@@ -1,0 +1,193 @@
+"""The step paths the benchmark compares, as a registry keyed by name.
+
+Each path is one way to run the same joint step on the same batch:
+- `original-style`: a model of the seed's step. Full passes with logits at every
+  position of both passes (the arguer's included), the arguer's whole k/v outputs kept
+  per layer, then copied into the chooser's k/v row by row and candidate by candidate
+  in Python, one backward.
+- `reference`: the current step, `cot_transplant.train.step.train_forward_backward`
+  (span capture, span inject, last-position logits, two-phase backward).
+- `plain-lora`: no transplant; the arguer rows and chooser rows as ordinary LoRA passes
+  (last-position logits, loss on each), one backward: the cost floor of these tokens.
+
+A new path (e.g. a fast path) is one more `StepPath` in `STEP_PATHS`, with its FLOP
+plan; the runner and the table pick it up. Order matters: ratios read "later vs earlier".
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Iterator
+
+import torch
+
+from cot_transplant.bench.flops import BatchShape, ModelDims, StepFlops, passes_flops
+from cot_transplant.train.adapters import roles
+from cot_transplant.train.batches import Batch, position_ids
+from cot_transplant.train.step import StepSettings, forward, loss_and_probs, train_forward_backward
+from cot_transplant.transplant import active_adapter
+from cot_transplant.transplant.arch import resolve_sites
+
+
+@dataclass(frozen=True)
+class StepPath:
+    """One benchmarked path: a train step (forward + backward into .grad), an eval forward, its FLOPs."""
+
+    name: str
+    description: str
+    train: Callable[[torch.nn.Module, Batch, StepSettings], None]
+    evaluate: Callable[[torch.nn.Module, Batch, StepSettings], None]  # called under torch.no_grad()
+    flops: Callable[[BatchShape, ModelDims, bool], StepFlops]  # (shape, dims, train) -> FLOPs
+
+
+def shape_of(batch: Batch) -> BatchShape:
+    return BatchShape(rows=batch.chooser_ids.shape[0], arguer_len=batch.arguer_ids.shape[1],
+                      chooser_len=batch.chooser_ids.shape[1])
+
+
+# --- reference ------------------------------------------------------------------------------------------
+
+
+def _reference_train(model, batch: Batch, s: StepSettings) -> None:
+    train_forward_backward(model, batch, s, scale=1.0)
+
+
+def _reference_eval(model, batch: Batch, s: StepSettings) -> None:
+    forward(model, batch, s)
+
+
+def _reference_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
+    # Arguer: decoder body only (no LM head); chooser: logits at the last position.
+    return passes_flops(shape, dims, arguer_logits=0, chooser_logits=1, arguer_grad_logits=0,
+                        chooser_grad_logits=1, backward=train)
+
+
+# --- original-style -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _forward_hooks(model, spec, hook) -> Iterator[None]:
+    """Register `hook(site, module, args, output)` on every k/v site of `spec`; remove exactly those."""
+    handles = []
+    try:
+        for site in resolve_sites(model, spec):
+            handles.append(site.module.register_forward_hook(partial(hook, site)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def original_forward(model, batch: Batch, s: StepSettings):
+    """The seed's forward, modelled: per-row loss (B,), P1, P2; the graph reaches both adapters."""
+    arguer_name, chooser_name = roles(s.variant)
+    kept: dict[tuple[str, int], torch.Tensor] = {}
+
+    def keep(site, module, args, output):
+        kept[(site.key, site.layer)] = output  # (2B, Ta, D): every position, every layer
+
+    def overwrite(site, module, args, output):
+        source = kept[(site.key, site.layer)]
+        out = output.clone()
+        for b in range(out.shape[0]):  # per row, per candidate, in Python
+            for j, (start, end) in enumerate(batch.chooser_spans[b]):
+                a_start, a_end = batch.arguer_spans[2 * b + j][0]
+                out[b, start:end] = source[2 * b + j, a_start:a_end]
+        return out
+
+    with active_adapter(model, arguer_name), _forward_hooks(model, s.spec, keep):
+        model(input_ids=batch.arguer_ids, attention_mask=batch.arguer_mask,
+              position_ids=position_ids(batch.arguer_mask), use_cache=False)  # logits (2B, Ta, V), unused
+    with active_adapter(model, chooser_name), _forward_hooks(model, s.spec, overwrite):
+        logits = model(input_ids=batch.chooser_ids, attention_mask=batch.chooser_mask,
+                       position_ids=position_ids(batch.chooser_mask), use_cache=False).logits  # (B, Tc, V)
+    return loss_and_probs(logits[:, -1, :].float(), batch.labels, s)
+
+
+def _original_train(model, batch: Batch, s: StepSettings) -> None:
+    loss, _, _ = original_forward(model, batch, s)
+    loss.sum().backward()  # one backward through both passes (exact only without gradient checkpointing)
+
+
+def _original_eval(model, batch: Batch, s: StepSettings) -> None:
+    original_forward(model, batch, s)
+
+
+def _original_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
+    # Logits at every position of both passes; only the chooser's reach the loss, but the slice's
+    # gradient is dense, so the LM head's backward runs over every chooser position.
+    return passes_flops(shape, dims, arguer_logits=shape.arguer_len, chooser_logits=shape.chooser_len,
+                        arguer_grad_logits=0, chooser_grad_logits=shape.chooser_len, backward=train)
+
+
+# --- plain LoRA -----------------------------------------------------------------------------------------
+
+
+def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=1,
+                use_cache=False)
+    return out.logits[:, -1, :].float()  # (rows, V)
+
+
+def plain_forward(model, batch: Batch, s: StepSettings) -> torch.Tensor:
+    """Both token sets as ordinary passes, no hooks: the summed last-position loss of every sequence."""
+    arguer_name, chooser_name = roles(s.variant)
+    with active_adapter(model, arguer_name):
+        arguer_loss, _, _ = loss_and_probs(_last_logits(model, batch.arguer_ids, batch.arguer_mask),
+                                           batch.labels.repeat_interleave(2), s)
+    with active_adapter(model, chooser_name):
+        chooser_loss, _, _ = loss_and_probs(_last_logits(model, batch.chooser_ids, batch.chooser_mask),
+                                            batch.labels, s)
+    return arguer_loss.sum() + chooser_loss.sum()
+
+
+def _plain_train(model, batch: Batch, s: StepSettings) -> None:
+    plain_forward(model, batch, s).backward()
+
+
+def _plain_eval(model, batch: Batch, s: StepSettings) -> None:
+    plain_forward(model, batch, s)
+
+
+def _plain_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
+    return passes_flops(shape, dims, arguer_logits=1, chooser_logits=1, arguer_grad_logits=1,
+                        chooser_grad_logits=1, backward=train)
+
+
+# --- registry -------------------------------------------------------------------------------------------
+
+
+def registry(*paths: StepPath) -> tuple[StepPath, ...]:
+    """An ordered, immutable registry; a duplicate name is an error."""
+    names = [p.name for p in paths]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"bench: step path name(s) registered twice: {dupes}")
+    return tuple(paths)
+
+
+STEP_PATHS: tuple[StepPath, ...] = registry(
+    StepPath("original-style", "seed-style: full logits everywhere, whole K/V kept, per-row Python copy, "
+             "one backward", _original_train, _original_eval, _original_flops),
+    StepPath("reference", "current step: span capture/inject hooks, last-position logits, two-phase backward",
+             _reference_train, _reference_eval, _reference_flops),
+    StepPath("plain-lora", "no transplant: arguer and chooser rows as ordinary LoRA passes, last-position loss",
+             _plain_train, _plain_eval, _plain_flops),
+)
+
+
+def select(names: list[str] | None, paths: tuple[StepPath, ...] = STEP_PATHS) -> tuple[StepPath, ...]:
+    """The registered paths named in `names` (registry order), or all of them.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    if not names:
+        return paths
+    known = [p.name for p in paths]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"bench: unknown step path(s) {unknown}; known: {', '.join(known)}")
+    return tuple(p for p in paths if p.name in names)

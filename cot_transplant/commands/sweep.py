@@ -1,0 +1,154 @@
+"""`cot-transplant sweep` (seeds x grid, aggregated) and `cot-transplant truncation` (a trained run)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _intermixed(parser: argparse.ArgumentParser) -> None:
+    """Let positionals follow options (`CONFIG --seeds 3 key=value`).
+
+    Plain argparse fills the positionals at their first run and rejects later ones;
+    `parse_known_intermixed_args` does not, but calls `parse_known_args` itself, hence the flag.
+    """
+    class Intermixed(type(parser)):
+        _inside = False
+
+        def parse_known_args(self, args=None, namespace=None):
+            if self._inside:
+                return super().parse_known_args(args, namespace)
+            self._inside = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._inside = False
+
+    parser.__class__ = Intermixed
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "sweep", help="train N seeds x a grid of config values on one split, then aggregate (sweep.json)",
+        description="Train every combination of --grid values for N seeds (counted from the config's seed), each "
+                    "in its own run directory under one sweep directory, all on the same data split; then write "
+                    "sweep.json (test f_c at the validation-chosen checkpoint and at the end: mean and 95% CI "
+                    "across seeds; CI bands; share of runs above the base rate; paired permutation tests of two "
+                    "variants) and band plots. Invoke with --resume DIR to continue: complete runs are skipped, "
+                    "interrupted ones resumed from their checkpoint.")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.max_samples=512")
+    p.add_argument("--seeds", type=_positive_int, metavar="N", help="training seeds per combination")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a config key and its values (repeat for more keys), e.g. --grid variant=joint,text-only "
+                        "--grid train.optim.lr=1e-4,3e-4; lists as transplant.layers=[0,1],[2]")
+    p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/sweep-<config stem>-<time>)")
+    p.add_argument("--compare", metavar="A,B",
+                   help="two variants of the grid to test against each other (default joint,text-only when both "
+                        "are in the grid)")
+    p.add_argument("--n-perm", type=_positive_int, default=10_000, metavar="N",
+                   help="random sign patterns per permutation test (default 10000; exact when fewer rows differ)")
+    p.add_argument("--resume", metavar="DIR", help="continue (or re-aggregate) the sweep in DIR")
+    p.add_argument("--dry-run", action="store_true", help="write sweep.yaml and list the runs; train nothing")
+    p.set_defaults(func=run_sweep_command)
+    _intermixed(p)
+
+    t = sub.add_parser(
+        "truncation", help="evaluate a trained run transplanting only the first fraction of each argument",
+        description="Without retraining: load a checkpoint and evaluate one split once per fraction, "
+                    "transplanting only the first fraction of each argument's states. Writes RUN/truncation.json "
+                    "(per fraction: f_c with 95% CI, AUROC, n), RUN/truncation.png and per-fraction predictions.")
+    t.add_argument("run", type=Path, metavar="RUN", help="run directory")
+    t.add_argument("--fractions", default="0.25,0.5,0.75,1.0", help="comma-separated, in (0, 1] (default %(default)s)")
+    t.add_argument("--split", default="test", choices=["test", "val", "train"], help="split to evaluate (default test)")
+    t.add_argument("--checkpoint", type=int, metavar="K", help="checkpoint step (default: the latest)")
+    t.add_argument("--tail", default="text", choices=["text", "hidden"],
+                   help="the tokens past the cut: 'text' the chooser reads them itself (as transplant.fraction in "
+                        "training); 'hidden' they are masked out of the chooser's view (default text)")
+    t.set_defaults(func=run_truncation_command)
+
+
+def run_sweep_command(args) -> int:
+    from cot_transplant.analysis import sweep
+    from cot_transplant.errors import UserError
+
+    if args.resume:
+        if args.config or args.grid or args.seeds or args.out or args.compare or args.overrides:
+            raise UserError("--resume continues the plan in DIR/sweep.yaml; give no CONFIG, overrides or other options")
+        sweep_dir = Path(args.resume)
+        if not sweep_dir.is_dir():
+            raise UserError(f"{sweep_dir}: sweep directory not found")
+    else:
+        if not args.config:
+            raise UserError("sweep needs a CONFIG file (e.g. configs/demo.yaml) or --resume DIR")
+        if args.seeds is None:
+            raise UserError("sweep needs --seeds N (training seeds per combination)")
+        compare = [v.strip() for v in args.compare.split(",")] if args.compare else None
+        sweep_dir = sweep.make_plan(args.config, args.seeds, sweep.parse_grid(args.grid), args.overrides,
+                                    out=args.out, compare=compare, n_perm=args.n_perm)
+    plan = sweep.read_plan(sweep_dir)
+    print(f"sweep {sweep_dir}: {len(plan['combinations'])} combination(s) x {len(plan['seeds'])} seed(s) = "
+          f"{len(plan['runs'])} runs (plan in {sweep_dir / sweep.PLAN})")
+    if args.dry_run:
+        for run in plan["runs"]:
+            print(f"   {run['name']}: {plan['combinations'][run['combination']]['label']}, seed {run['seed']}")
+        print(f"start it with `cot-transplant sweep --resume {sweep_dir}`")
+        return 0
+    result = sweep.run_sweep(sweep_dir)
+    print(format_result(result))
+    print(f"written {sweep_dir / sweep.RESULT}")
+    return 130 if result["interrupted"] else 1 if result["failed"] else 0
+
+
+def run_truncation_command(args) -> int:
+    from cot_transplant.analysis.truncation import parse_fractions, truncation
+
+    result = truncation(args.run, parse_fractions(args.fractions), split=args.split, checkpoint=args.checkpoint,
+                        tail=args.tail)
+    print(f"{result['run']} ({result['variant']}), {result['checkpoint']} ({result['samples']} samples), "
+          f"{result['split']} split, tail {result['tail']}:")
+    for r in result["fractions"]:
+        ci = f"[{100 * r['f_c_ci_low']:.1f}%, {100 * r['f_c_ci_high']:.1f}%]"
+        auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}"
+        print(f"   fraction {r['fraction']:g}: f_c {100 * r['f_c']:.1f}% {ci}  AUROC {auroc}  n {r['n']}")
+    print(f"written {Path(result['run']) / 'truncation.json'}, truncation.png")
+    return 0
+
+
+def _p(test: dict) -> str:
+    return "n/a" if test["p_value"] is None else f"{test['p_value']:.3g} (n={test['n']})"
+
+
+def format_result(result: dict) -> str:
+    """A short text table of sweep.json for the terminal."""
+    pct = lambda x: "  n/a" if x is None else f"{100 * x:5.1f}%"  # noqa: E731
+
+    def ci(d):
+        return f"{pct(d['mean'])} [{pct(d['ci_low']).strip()}, {pct(d['ci_high']).strip()}]"
+
+    lines = [f"== sweep {result['sweep']}: seeds {result['seeds']}; same split in every run: "
+             f"{result['split']['same_split']}"]
+    for c in result["combinations"]:
+        above = c["above_base_rate"]["at_chosen"]
+        lines.append(f"   {c['label']}: {c['n_complete']}/{c['n_runs']} runs; test f_c at chosen "
+                     f"{ci(c['test_at_chosen']['f_c'])}, at end {ci(c['test_at_end']['f_c'])}; "
+                     f"above base rate {above['runs']}/{above['of']}")
+    for cmp in result["comparisons"]:
+        fixed = f" ({', '.join(f'{k}={v}' for k, v in cmp['fixed'].items())})" if cmp["fixed"] else ""
+        tests = [f"seed {s['seed']} p={_p(s)}" for s in cmp["per_seed"]]
+        tests += [f"all seeds' rows concatenated p={_p(cmp['concatenated'])}",
+                  f"per-row means over seeds p={_p(cmp['row_means'])}"]
+        lines.append(f"   {cmp['a']} vs {cmp['b']}{fixed}: " + "; ".join(tests))
+    if result["incomplete"]:
+        lines.append(f"   incomplete: {', '.join(result['incomplete'])}")
+    return "\n".join(lines)
