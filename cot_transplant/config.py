@@ -15,7 +15,9 @@ from typing import Any
 
 from cot_transplant.errors import UserError, suggest
 
-VARIANTS = ("joint", "frozen-arguer", "text-only", "shared", "shuffled-kv", "swapped-kv", "no-argument")
+VARIANTS = ("joint", "frozen-arguer", "text-only", "shared", "shuffled-kv", "swapped-kv", "no-argument",
+            "adversarial")
+RESIDUAL_DTYPES = ("float64",)
 
 
 @dataclass
@@ -52,6 +54,12 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     trust_remote_code: bool = False  # run model code from the hub; only for models you trust
     device: str = "auto"  # auto | cpu | cuda
+    residual_dtype: str | None = None  # float64: residual adds in float64 (the original); llama/mistral/qwen2 only
+
+
+@dataclass
+class RoleConfig:
+    model: str | None = None  # this role's base model; None -> model.name (one base, two adapters)
 
 
 @dataclass
@@ -131,10 +139,13 @@ class RunConfig:
 
 @dataclass
 class Config:
-    variant: str = "joint"  # joint | frozen-arguer | text-only | shared | shuffled-kv | swapped-kv | no-argument
+    variant: str = "joint"  # joint | frozen-arguer | text-only | shared | shuffled-kv | swapped-kv | no-argument | adversarial
     seed: int = 0  # training seed: adapter init, data order, dropout
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    # Two different bases (same K/V shapes) cost twice the memory; the tokenizer stays model.name's.
+    arguer: RoleConfig = field(default_factory=RoleConfig)
+    chooser: RoleConfig = field(default_factory=RoleConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     transplant: TransplantConfig = field(default_factory=TransplantConfig)
@@ -169,6 +180,10 @@ def validate(cfg: Config) -> None:
         (cfg.model.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda"),
         (not (cfg.model.load_in_8bit and cfg.model.load_in_4bit), "model.load_in_8bit",
          "choose one of load_in_8bit and load_in_4bit"),
+        (cfg.model.residual_dtype in (None, *RESIDUAL_DTYPES), "model.residual_dtype",
+         "must be empty (the model's own dtype) or 'float64'"),
+        (cfg.variant != "shared" or (cfg.arguer.model or cfg.model.name) == (cfg.chooser.model or cfg.model.name),
+         "variant", "'shared' plays both roles with one adapter, so arguer.model and chooser.model must be one model"),
     ]
     for ok, key, message in checks:
         if not ok:

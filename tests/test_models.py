@@ -47,11 +47,12 @@ def test_corrupt_or_half_written_cache_is_rebuilt(private_cache):
         f.seek(weights.stat().st_size // 2)
         f.write(b"\x00\x01\x02\x03")
     assert not models.cache_entry_valid(private_cache)
-    models.ensure_bundled_cached()
-    assert models.cache_entry_valid(private_cache)
-    os.remove(private_cache / "manifest.json")  # a half-written entry has no manifest
+    manifest = private_cache / "manifest.json"
+    saved = manifest.read_text()
+    os.remove(manifest)  # a half-written entry has no manifest
     assert not models.cache_entry_valid(private_cache)
-    models.ensure_bundled_cached()
+    manifest.write_text(saved)
+    models.ensure_bundled_cached()  # rebuilt from the GGUF: valid, and the corrupt bytes are gone
     assert models.cache_entry_valid(private_cache)
 
 
@@ -59,6 +60,8 @@ def test_unknown_model_offline_is_one_clear_error(monkeypatch):
     from cot_transplant.errors import UserError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable at import time; mirror it for this already-running process.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match="could not be loaded"):
         models.load_model("no-such-org/no-such-model")
     with pytest.raises(UserError, match="not found"):

@@ -140,7 +140,7 @@ def matmul_flops(n: int) -> int:
     return 2 * n ** 3
 
 
-FORMULA = ("forward = 2*(P_body+P_lora)*T + 2*P_head*logits_positions + A(T); "
-           "backward = 2*(P_body+P_lora)*T + 2*P_head*grad_logits_positions + 2*A(T) + 2*P_lora*T; "
-           "A(T) = 4*layers*heads*head_dim*T^2 (full square, no causal halving); per sequence, padded T; "
-           "frozen base: input gradients only, plus the adapter's weight gradients; element-wise ops not counted")
+FORMULA = ("forward  = 2*(P_body+P_lora)*T + 2*P_head*logits_positions + A(T)\n"
+           "backward = 2*(P_body+P_lora)*T + 2*P_head*grad_logits_positions + 2*A(T) + 2*P_lora*T\n"
+           "A(T) = 4*layers*heads*head_dim*T^2 (full square, no causal halving); per sequence of T padded tokens; "
+           "frozen base: input gradients plus the adapter's weight gradients; element-wise ops not counted")

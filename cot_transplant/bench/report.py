@@ -5,8 +5,8 @@ from __future__ import annotations
 MIB = 2 ** 20
 
 
-def _num(x: float | None, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)
+def _mib(n_bytes: int | None) -> str:
+    return "-" if n_bytes is None else f"{n_bytes / MIB:.0f}"
 
 
 def format_report(result: dict) -> str:
@@ -21,7 +21,7 @@ def format_report(result: dict) -> str:
         f"{result['config']['eval']['batch_size']} (eval); template {result['config']['prompt']['template']}"
         + (f", rows cut to {result['config']['prompt']['max_tokens']} tokens"
            if result["config"]["prompt"]["max_tokens"] else ""),
-        f"FLOPs: {result['flop_formula']}",
+        "FLOPs (docs/bench.md):", *("  " + line for line in result["flop_formula"].splitlines()),
         f"  P_body={m['body_params']:,}  P_head={m['head_params']:,}  P_lora={m['lora_params_per_adapter']:,}",
     ]
     mem = "peak GPU MiB" if result["device"].startswith("cuda") else "peak RSS MiB"
@@ -30,21 +30,23 @@ def format_report(result: dict) -> str:
     for name, src in result["sources"].items():
         tok = src["tokens"]
         pad = 1 - tok["real_per_round"] / tok["padded_per_round"]
-        lines += ["", f"== {name}: {src['rows']} rows (seed {opts['seed']}; {src['skipped_rows']} skipped as too long); "
-                      f"mean tokens arguer {tok['arguer_mean']:.0f}, chooser {tok['chooser_mean']:.0f}; "
-                      f"padding {pad:.0%} ==", header]
+        lines += ["", f"== {name}: {src['rows']} rows (sample seed {opts['seed']}; "
+                      f"{src['skipped_rows']} skipped as too long) ==",
+                  f"mean tokens: arguer {tok['arguer_mean']:.0f}, chooser {tok['chooser_mean']:.0f}; padding "
+                  f"{pad:.0%}; memory before the rounds {_mib(src['baseline_memory_bytes'])} MiB", header]
         for path, p in src["paths"].items():
             tr, ev = p["train"], p["eval"]
             peak = max((x for x in (tr["peak_memory_bytes"], ev["peak_memory_bytes"]) if x is not None), default=None)
             lines.append(f"{path:<16}{tr['samples_per_s']:>16.4g}{tr['flops_per_row'] / 1e9:>14.1f}"
                          f"{tr['achieved_flop_per_s'] / 1e9:>10.2f}{tr['of_matmul']:>11.1%}"
                          f"{ev['rows_per_s']:>13.4g}{ev['achieved_flop_per_s'] / 1e9:>14.2f}"
-                         f"{_num(peak / MIB if peak is not None else None, '.0f'):>14}")
+                         f"{_mib(peak):>14}")
         lines.append(f"matmul {src['matmul']['n']}x{src['matmul']['n']} fp32: "
                      f"{src['matmul']['flop_per_s'] / 1e9:.2f} GFLOP/s (median)")
         for pair, r in src["ratios"].items():
             lines.append(f"{pair}: {r['ratio']:.2f}x  (per round {r['per_round_min']:.2f}-{r['per_round_max']:.2f}x)")
-    share = (f"; CPU use {result['cpu_share']:.0%} of {result['cpu_threads']} threads' time "
-             "(well below 100%: the cores were shared)" if result.get("cpu_share") is not None else "")
+    share = result.get("cpu_share")
+    share = "" if share is None else (f"; CPU use {share:.0%} of {result['cpu_threads']} threads' time"
+                                      + (" (the cores were shared: absolute figures are low)" if share < 0.8 else ""))
     lines += ["", f"process peak RSS {result['peak_rss_bytes'] / MIB:.0f} MiB; wall {result['wall_s']:.0f} s{share}"]
     return "\n".join(lines)

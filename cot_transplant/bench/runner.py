@@ -20,7 +20,8 @@ from typing import Callable
 
 import torch
 
-from cot_transplant.bench.flops import FORMULA, ModelDims, StepFlops, body_params, head_params, lora_params, matmul_flops
+from cot_transplant.bench.flops import (FORMULA, ModelDims, StepFlops, body_params, head_params, lora_params,
+                                        matmul_flops)
 from cot_transplant.bench.rows import data_rows, sample_examples, synthetic_rows
 from cot_transplant.bench.steps import StepPath, select, shape_of
 from cot_transplant.config import Config, load_config, to_dict
@@ -56,10 +57,13 @@ QUICK_OVERRIDES = ("prompt.template=chat",)
 
 
 def bench_config(opts: BenchOptions) -> Config:
-    """The run's config: defaults, `--model`, then the overrides. Only the joint variant, no checkpointing."""
+    """The run's config: defaults, `--model`, then the overrides. Joint variant, k/v sites, no checkpointing."""
     cfg = load_config(None, [f"model.name={opts.model}", *opts.overrides])
     if cfg.variant != "joint":
         raise UserError(f"bench measures the joint step; variant={cfg.variant} is not benchmarked")
+    if cfg.transplant.site == "residual":
+        raise UserError("bench: transplant.site=residual is not benchmarked (the original-style step models "
+                        "the k/v transplant); use kv, k or v")
     if cfg.model.gradient_checkpointing:
         raise UserError("bench: model.gradient_checkpointing=true is not supported (the original-style step "
                         "backpropagates once, which is exact only without checkpointing)")
@@ -109,6 +113,11 @@ class PeakMemory:
         rss = _rss_bytes()
         if rss is not None and self.peak is not None:
             self.peak = max(self.peak, rss)
+
+
+def _peak_rss_bytes() -> int:
+    """The process's peak RSS so far (ru_maxrss is in KiB on Linux, bytes on macOS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def _sync(device: torch.device) -> None:
@@ -197,6 +206,7 @@ def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...],
         for _ in range(MATMUL_REPS):
             a @ b
 
+    baseline = _rss_bytes() if device.type == "cpu" else torch.cuda.memory_allocated(device)
     entries = ([("train", p) for p in paths] + [("eval", p) for p in paths] + [("matmul", None)])
     times: dict[tuple[str, str], list[float]] = {}
     peaks: dict[tuple[str, str], list[int | None]] = {}
@@ -243,6 +253,7 @@ def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...],
             }
         out_paths[path.name] = entry
     return {"rows": source.rows, "skipped_rows": source.skipped, "tokens": source.tokens,
+            "baseline_memory_bytes": baseline,
             "matmul": {"n": n, "dtype": "float32", "flop_per_s": mm_rate, "per_round": mm_rates},
             "paths": out_paths, "ratios": ratios(paths, times)}
 
@@ -348,7 +359,7 @@ def run_bench(opts: BenchOptions, sources: dict[str, list[Record]] | None = None
                   "head_params": head_params(dims), "lora_params_per_adapter": lora_params(dims)},
         "paths": [p.name for p in paths], "flop_formula": FORMULA,
         "sources": results,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024),
+        "peak_rss_bytes": _peak_rss_bytes(),
         "wall_s": wall, "cpu_s": cpu, "cpu_threads": threads,
         # CPU seconds per wall second per thread: well below 1 on a CPU run means others shared the cores.
         "cpu_share": cpu / wall / threads if device.type == "cpu" else None,

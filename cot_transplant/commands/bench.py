@@ -23,7 +23,8 @@ def register(sub) -> None:
                     "medians, achieved FLOP/s against a 2048x2048 fp32 matmul timed alongside, and ratios.")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. prompt.template=chat lora.r=8")
     p.add_argument("--quick", action="store_true",
-                   help="1 row per source, 3 measured rounds after 1 warm-up, the compact chat template (minutes on CPU)")
+                   help="1 row per source, 3 measured rounds after 1 warm-up, the compact chat template "
+                        "(minutes on CPU)")
     p.add_argument("--data", metavar="PATH", help="also measure a seeded sample of this data file's rows")
     p.add_argument("--rows", type=_positive, metavar="N", help="rows per source (default 4; --quick 1)")
     p.add_argument("--repeats", type=_positive, metavar="R", help="measured rounds (default 5; --quick 3)")
@@ -47,10 +48,8 @@ def run(args) -> int:
     if args.no_synthetic and not args.data:
         raise UserError("bench: --no-synthetic leaves nothing to measure; give --data PATH")
     defaults = QUICK if args.quick else {}
-    overrides = list(args.overrides)
-    if args.quick:
-        # A user's own prompt length settings win over the quick cut.
-        overrides = [o for o in QUICK_OVERRIDES if o.split("=")[0] not in {x.split("=")[0] for x in overrides}] + overrides
+    # Later overrides win, so the user's own come after the quick ones.
+    overrides = [*(QUICK_OVERRIDES if args.quick else ()), *args.overrides]
     given = {k: v for k, v in (("rows", args.rows), ("repeats", args.repeats), ("warmup", args.warmup))
              if v is not None}
     opts = BenchOptions(model=args.model, data=args.data, seed=args.seed, synthetic=not args.no_synthetic,

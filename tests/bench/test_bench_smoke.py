@@ -14,11 +14,11 @@ PAIRS = ["reference vs original-style", "plain-lora vs original-style", "plain-l
 
 
 def test_runner_fills_every_field():
-    opts = BenchOptions(model="tiny-llama", rows=2, repeats=2, warmup=0, overrides=TINY, matmul_n=64)
+    opts = BenchOptions(model="tiny-llama", rows=1, repeats=2, warmup=0, overrides=TINY, matmul_n=64)
     result = run_bench(opts, sources={"tiny": synthesize(8, 0, short=True)}, log=lambda msg: None)
     assert result["paths"] == [p.name for p in STEP_PATHS]
     src = result["sources"]["tiny"]
-    assert src["rows"] == 2 and len(src["tokens"]["train_shapes"]) == 2  # two batches of one row
+    assert src["rows"] == 1 and src["tokens"]["train_shapes"][0][:3:2] == [2, 1]  # 2 arguer rows, 1 chooser row
     assert len(src["matmul"]["per_round"]) == 2 and src["matmul"]["flop_per_s"] > 0
     for name in result["paths"]:
         train, ev = src["paths"][name]["train"], src["paths"][name]["eval"]
@@ -34,7 +34,7 @@ def test_runner_fills_every_field():
     json.dumps(result)
 
     table = format_report(result)
-    assert "FLOPs: forward = 2*(P_body+P_lora)*T" in table
+    assert "  forward  = 2*(P_body+P_lora)*T" in table
     assert "train samples/s" in table and "eval rows/s" in table and "peak RSS MiB" in table
     for pair in PAIRS:
         assert f"{pair}: " in table
