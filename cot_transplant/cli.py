@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "cot_transplant.commands.analysis",
     "cot_transplant.commands.sweep",
     "cot_transplant.commands.bench",
+    "cot_transplant.commands.report",
 )
 
 

@@ -245,7 +245,8 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise UserError(f"unknown config key '{prefix}{key}'{suggest(str(key), names)}")
+            raise UserError(f"unknown config key '{prefix}{key}'"
+                            f"{suggest(prefix + str(key), [prefix + n for n in names])}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     return cls(**kwargs)
 

@@ -17,8 +17,8 @@ def format_report(result: dict) -> str:
         f"cot-transplant bench: {m['name']} ({m['layers']} layers, hidden {m['hidden']}, vocab {m['vocab']}, "
         f"LoRA r={m['lora_r']} on {','.join(m['lora_targets'])}), {result['device']}",
         f"{opts['repeats']} measured rounds (medians) after {opts['warmup']} warm-up, paths interleaved in "
-        f"rotating order; batch {result['config']['train']['batch_size']} (train), "
-        f"{result['config']['eval']['batch_size']} (eval); template {result['config']['prompt']['template']}"
+        f"rotating order; batches of <= {result['config']['train']['batch_size']} rows (train), "
+        f"<= {result['config']['eval']['batch_size']} (eval); template {result['config']['prompt']['template']}"
         + (f", rows cut to {result['config']['prompt']['max_tokens']} tokens"
            if result["config"]["prompt"]["max_tokens"] else ""),
         "FLOPs (docs/bench.md):", *("  " + line for line in result["flop_formula"].splitlines()),
@@ -45,8 +45,18 @@ def format_report(result: dict) -> str:
                      f"{src['matmul']['flop_per_s'] / 1e9:.2f} GFLOP/s (median)")
         for pair, r in src["ratios"].items():
             lines.append(f"{pair}: {r['ratio']:.2f}x  (per round {r['per_round_min']:.2f}-{r['per_round_max']:.2f}x)")
-    share = result.get("cpu_share")
-    share = "" if share is None else (f"; CPU use {share:.0%} of {result['cpu_threads']} threads' time"
-                                      + (" (the cores were shared: absolute figures are low)" if share < 0.8 else ""))
-    lines += ["", f"process peak RSS {result['peak_rss_bytes'] / MIB:.0f} MiB; wall {result['wall_s']:.0f} s{share}"]
+    lines += ["", f"process peak RSS {result['peak_rss_bytes'] / MIB:.0f} MiB; wall {result['wall_s']:.0f} s"
+              + _cpu_note(result)]
     return "\n".join(lines)
+
+
+def _cpu_note(result: dict) -> str:
+    """On CPU: the share of the threads' time the process got, and what that suggests."""
+    share = result.get("cpu_share")
+    if share is None:
+        return ""
+    note = f"; CPU use {share:.0%} of {result['cpu_threads']} threads' time"
+    if share < 0.8:
+        note += (f" (the cores were shared: absolute figures are low; ~{result['cpu_s'] / result['cpu_threads']:.0f} s "
+                 "of free cores)")
+    return note

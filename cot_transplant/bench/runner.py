@@ -1,7 +1,7 @@
 """Measure the step paths side by side: same rows, one process, interleaved rounds, medians.
 
 For each row source, every round runs each path's train step over all rows, each path's
-eval forward over all rows, and a 2048 x 2048 fp32 matmul, in an order rotated by one
+eval forward over all rows, and a square fp32 matmul (2048), in an order rotated by one
 each round (so no path always runs first, or right after the matmul). The first
 `warmup` rounds are discarded. Figures are medians over the remaining rounds.
 """
@@ -190,25 +190,21 @@ def _run_eval(path: StepPath, model, source: Source, settings) -> Callable[[], N
     return fn
 
 
-def _median_or_none(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+Timings = dict[tuple[str, str], list[float]]  # (kind, path name) -> seconds per measured round
 
 
-def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...], dims: ModelDims,
-                   opts: BenchOptions, device: torch.device, log: Callable[[str], None]) -> dict:
-    """Interleaved rounds over one source; the per-path figures, the matmul's, and the ratios."""
+def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opts: BenchOptions,
+               device: torch.device, log: Callable[[str], None]) -> tuple[Timings, dict]:
+    """Warm-up and measured rounds, each entry once per round in rotated order: times and memory peaks."""
     n = opts.matmul_n
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
 
     def matmul() -> None:
         for _ in range(MATMUL_REPS):
             a @ b
 
-    baseline = _rss_bytes() if device.type == "cpu" else torch.cuda.memory_allocated(device)
-    entries = ([("train", p) for p in paths] + [("eval", p) for p in paths] + [("matmul", None)])
-    times: dict[tuple[str, str], list[float]] = {}
+    entries = [("train", p) for p in paths] + [("eval", p) for p in paths] + [("matmul", None)]
+    times: Timings = {}
     peaks: dict[tuple[str, str], list[int | None]] = {}
     rounds = opts.warmup + opts.repeats
     for r in range(rounds):
@@ -231,16 +227,21 @@ def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...],
                 peaks.setdefault(key, []).append(peak)
     model.zero_grad(set_to_none=True)
     model.train()
+    return times, peaks
 
-    mm_flops = MATMUL_REPS * matmul_flops(n)
-    mm_rates = [mm_flops / t for t in times[("matmul", "matmul")]]
+
+def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...], dims: ModelDims,
+                   opts: BenchOptions, device: torch.device, log: Callable[[str], None]) -> dict:
+    """Interleaved rounds over one source; the per-path figures, the matmul's, and the ratios."""
+    baseline = _rss_bytes() if device.type == "cpu" else torch.cuda.memory_allocated(device)
+    times, peaks = run_rounds(source, model, settings, paths, opts, device, log)
+    mm_rates = [MATMUL_REPS * matmul_flops(opts.matmul_n) / t for t in times[("matmul", "matmul")]]
     mm_rate = statistics.median(mm_rates)
     out_paths = {}
     for path in paths:
-        train_flops = sum((path.flops(shape_of(bt), dims, True) for bt in source.train_batches), StepFlops(0, 0))
-        eval_flops = sum((path.flops(shape_of(bt), dims, False) for bt in source.eval_batches), StepFlops(0, 0))
         entry = {"description": path.description}
-        for kind, flops in (("train", train_flops), ("eval", eval_flops)):
+        for kind, batches in (("train", source.train_batches), ("eval", source.eval_batches)):
+            flops = sum((path.flops(shape_of(bt), dims, kind == "train") for bt in batches), StepFlops(0, 0))
             ts = times[(kind, path.name)]
             t = statistics.median(ts)
             entry[kind] = {
@@ -254,11 +255,11 @@ def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...],
         out_paths[path.name] = entry
     return {"rows": source.rows, "skipped_rows": source.skipped, "tokens": source.tokens,
             "baseline_memory_bytes": baseline,
-            "matmul": {"n": n, "dtype": "float32", "flop_per_s": mm_rate, "per_round": mm_rates},
+            "matmul": {"n": opts.matmul_n, "dtype": "float32", "flop_per_s": mm_rate, "per_round": mm_rates},
             "paths": out_paths, "ratios": ratios(paths, times)}
 
 
-def ratios(paths: tuple[StepPath, ...], times: dict) -> dict:
+def ratios(paths: tuple[StepPath, ...], times: Timings) -> dict:
     """Train samples/s of each later path over each earlier one: the ratio of medians, and its per-round range."""
     out = {}
     for i, earlier in enumerate(paths):

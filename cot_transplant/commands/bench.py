@@ -23,8 +23,8 @@ def register(sub) -> None:
                     "medians, achieved FLOP/s against a 2048x2048 fp32 matmul timed alongside, and ratios.")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. prompt.template=chat lora.r=8")
     p.add_argument("--quick", action="store_true",
-                   help="1 row per source, 3 measured rounds after 1 warm-up, the compact chat template "
-                        "(minutes on CPU)")
+                   help="1 row, 3 measured rounds after 1 warm-up, the compact chat template, one source "
+                        "(the --data rows if given, else synthetic ones): about 3 minutes on 2 free CPU cores")
     p.add_argument("--data", metavar="PATH", help="also measure a seeded sample of this data file's rows")
     p.add_argument("--rows", type=_positive, metavar="N", help="rows per source (default 4; --quick 1)")
     p.add_argument("--repeats", type=_positive, metavar="R", help="measured rounds (default 5; --quick 3)")
@@ -52,7 +52,9 @@ def run(args) -> int:
     overrides = [*(QUICK_OVERRIDES if args.quick else ()), *args.overrides]
     given = {k: v for k, v in (("rows", args.rows), ("repeats", args.repeats), ("warmup", args.warmup))
              if v is not None}
-    opts = BenchOptions(model=args.model, data=args.data, seed=args.seed, synthetic=not args.no_synthetic,
+    # --quick measures one source: the data file's rows when given.
+    synthetic = not args.no_synthetic and not (args.quick and args.data)
+    opts = BenchOptions(model=args.model, data=args.data, seed=args.seed, synthetic=synthetic,
                         paths=tuple(x for x in (args.paths or "").split(",") if x),
                         overrides=tuple(overrides), **{**defaults, **given})
     result = run_bench(opts)

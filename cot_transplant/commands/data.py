@@ -5,6 +5,8 @@ Only the standard library is imported here; the data modules load inside the han
 
 from __future__ import annotations
 
+import os
+
 import argparse
 import json
 
@@ -123,6 +125,12 @@ def run_validate(args) -> int:
     from cot_transplant.data.validate import DEFAULT_MAX_FIELD_CHARS, PAIRS_HINT, check_file
 
     limit = args.max_field_chars or DEFAULT_MAX_FIELD_CHARS
+    from cot_transplant.errors import UserError
+
+    if not os.path.exists(args.file):  # a mistake in what was typed, not a problem in a file
+        raise UserError(f"{args.file}: no such file; give a .csv, .jsonl or .parquet file")
+    if os.path.isdir(args.file):
+        raise UserError(f"{args.file}: is a directory; give a .csv, .jsonl or .parquet file")
     report = check_file(args.file, require_choice=not args.pairs, max_field_chars=limit)
     for problem in report.problems:
         hint = "; or check it as a pairs file with --pairs" if PAIRS_HINT in problem.message else ""

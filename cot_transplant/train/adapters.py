@@ -1,7 +1,10 @@
-"""One frozen base with named LoRA adapters (`arguer`, `chooser`, or one `shared`).
+"""One frozen base with named LoRA adapters (`arguer`, `chooser`, or one `shared`), or two bases.
 
 Switch between them with `cot_transplant.transplant.active_adapter`, which keeps every
-`requires_grad` flag (peft's `set_adapter` alone freezes the other adapter).
+`requires_grad` flag (peft's `set_adapter` alone freezes the other adapter). When the
+arguer and the chooser use different base models, a `ModelPair` holds two peft models,
+each with its one adapter (still named `arguer` / `chooser`); `role_model` picks the one
+that plays a role, so the step code reads the same for both layouts.
 """
 
 from __future__ import annotations
@@ -19,14 +22,34 @@ def roles(variant: str) -> tuple[str, str]:
     return ("shared", "shared") if variant == "shared" else ("arguer", "chooser")
 
 
-def attach_adapters(base, cfg: LoraConfig, variant: str, seed: int):
-    """Wrap `base` with the variant's adapters; the base is frozen, the trainable adapters are not."""
+class ModelPair(torch.nn.Module):
+    """Two peft models, one per role, for different arguer and chooser bases.
+
+    An `nn.Module`, so `named_parameters`, `train`/`eval`, `to` and `state_dict` cover both;
+    parameter names start with `arguer_model.` / `chooser_model.`.
+    """
+
+    def __init__(self, arguer_model, chooser_model):
+        super().__init__()
+        self.arguer_model = arguer_model
+        self.chooser_model = chooser_model
+
+
+def role_model(model, name: str):
+    """The peft model that holds adapter `name` (`model` itself unless it is a `ModelPair`)."""
+    if isinstance(model, ModelPair):
+        return model.arguer_model if name == "arguer" else model.chooser_model
+    return model
+
+
+def attach_adapters(base, cfg: LoraConfig, variant: str, seed: int, names: tuple[str, ...] | None = None):
+    """Wrap `base` with the variant's adapters (or only `names`); the base is frozen, trainable adapters not."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
     pcfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                           target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
-    names = sorted(set(roles(variant)))
+    names = sorted(set(roles(variant) if names is None else names))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = get_peft_model(base, pcfg, adapter_name=names[0])
@@ -45,7 +68,7 @@ def trainable(variant: str) -> tuple[str, ...]:
         return ("shared",)
     if variant in ("frozen-arguer", "text-only"):
         return ("chooser",)
-    return ("arguer", "chooser")
+    return ("arguer", "chooser")  # joint, adversarial and the controls train both
 
 
 def adapter_params(model, name: str) -> list[tuple[str, torch.nn.Parameter]]:
@@ -56,13 +79,14 @@ def adapter_params(model, name: str) -> list[tuple[str, torch.nn.Parameter]]:
 def adapter_state(model, name: str) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
+    state = get_peft_model_state_dict(role_model(model, name), adapter_name=name)
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
 def load_adapter_state(model, name: str, state: dict[str, torch.Tensor]) -> None:
     from peft import set_peft_model_state_dict
 
-    result = set_peft_model_state_dict(model, state, adapter_name=name)
+    result = set_peft_model_state_dict(role_model(model, name), state, adapter_name=name)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise UserError(f"adapter '{name}': checkpoint holds weights this model lacks ({unexpected[0]}, ...); "

@@ -88,16 +88,17 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
     target = total_samples(cfg, len(train_ex))
     cursor = {"epoch": 0, "index": 0, "samples": 0, "step": 0, "since_eval": 0, "nonfinite_total": 0,
               "nonfinite_run": 0, "oom": 0}
+    saved_accum = None
     if resume is not None:
         ckpt = rundir.latest_checkpoint(run)
         if ckpt is None:
             raise UserError(f"{run}: has no checkpoint to resume from; start it again with `cot-transplant train`")
         state = load_checkpoint(ckpt, model, optimizer)
-        cursor = state["cursor"]
+        cursor, saved_accum = state["cursor"], state["accum"]
         rundir.truncate_lines(run / "metrics.jsonl", state["metrics_lines"])
     log = rundir.MetricsLog(run, cfg.run.tensorboard)
     progress = _progress(cfg, target, cursor["samples"], cfg.variant)
-    accum = {"loss": [], "p1": [], "p2": [], "label": [], "choice": []}
+    accum = saved_accum if resume is not None else {"loss": [], "p1": [], "p2": [], "label": [], "choice": []}
 
     def do_eval() -> None:
         for split in cfg.eval.splits:
@@ -106,7 +107,7 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
 
     def checkpoint() -> None:
         save_checkpoint(run, cursor["step"], model, names, optimizer,
-                        {"cursor": cursor, "metrics_lines": log.lines()})
+                        {"cursor": cursor, "accum": accum, "metrics_lines": log.lines()})
         rundir.prune_checkpoints(run, cfg.checkpoint.keep)
 
     if resume is None and cfg.eval.at_start:
@@ -118,25 +119,23 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
             # One optimizer step: sub-batches until `accumulate_to` rows (or the run's end).
             step_rows = min(train_cfg.accumulate_to, target - cursor["samples"])
             optimizer.zero_grad(set_to_none=True)
-            done = 0
+            done, n_before = 0, len(accum["loss"])
             while done < step_rows:
                 if cursor["index"] >= len(order):
                     cursor["epoch"], cursor["index"] = cursor["epoch"] + 1, 0
                     order = epoch_order(len(train_ex), cfg.seed, cursor["epoch"])
                 take = min(train_cfg.batch_size, step_rows - done, len(order) - cursor["index"])
-                batch = collate([train_ex[i] for i in order[cursor["index"]: cursor["index"] + take]], pad_id,
-                                cfg.transplant.fraction)
-                loss, p1, p2 = train_forward_backward(model, _to(batch, session.device), s,
-                                                      scale=1.0 / train_cfg.accumulate_to)
+                rows = [train_ex[i] for i in order[cursor["index"]: cursor["index"] + take]]
+                for batch, (loss, p1, p2) in _sub_batch(model, rows, session, cursor, accum):
+                    accum["loss"] += loss.tolist()
+                    accum["p1"] += p1.tolist()
+                    accum["p2"] += p2.tolist()
+                    accum["label"] += batch.labels.tolist()
+                    accum["choice"] += batch.argument_choice.tolist()
                 cursor["index"] += take
                 done += take
-                accum["loss"] += loss.tolist()
-                accum["p1"] += p1.tolist()
-                accum["p2"] += p2.tolist()
-                accum["label"] += batch.labels.tolist()
-                accum["choice"] += batch.argument_choice.tolist()
                 progress.update(take)
-            finite = all(math.isfinite(x) for x in accum["loss"][-done:])
+            finite = all(math.isfinite(x) for x in accum["loss"][n_before:])
             if finite:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(cursor["step"], cfg)
@@ -174,12 +173,48 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
     return finish_run(run, cfg, time.time() - t_start, interrupted=stop.requested, counters=cursor)
 
 
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _sub_batch(model, rows: list, session: Session, cursor: dict, accum: dict | None = None):
+    """Forward/backward one sub-batch; on out-of-memory retry it split in half (train.oom_split) or count it.
+
+    Yields (batch, (loss, P1, P2)) for each piece that ran; rows of a piece that could not run are
+    counted in cursor["oom"] and reported, never silently dropped.
+    """
+    cfg = session.cfg
+    batch = _to(collate(rows, session.tokenizer.pad_token_id, cfg.transplant.fraction), session.device)
+    try:
+        yield batch, train_forward_backward(model, batch, session.settings, scale=1.0 / cfg.train.accumulate_to,
+                                            extra=accum)  # adversarial: appends accum["arguer_loss"]
+        return
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_oom(exc):
+            raise
+    if session.device.type == "cuda":
+        torch.cuda.empty_cache()
+    if cfg.train.oom_split and len(rows) > 1:
+        half = len(rows) // 2
+        yield from _sub_batch(model, rows[:half], session, cursor, accum)
+        yield from _sub_batch(model, rows[half:], session, cursor, accum)
+        return
+    cursor["oom"] += len(rows)
+    print(f"cot-transplant: warning: out of memory on a sub-batch of {len(rows)} rows (rows "
+          f"{[r.row_id for r in rows]}); skipped and counted ({cursor['oom']} rows so far). "
+          "Set train.oom_split=true or lower train.batch_size", flush=True)
+
+
 def _train_record(accum: dict, cursor: dict, lr: float, per_s: float, wall: float) -> dict:
     finite = [x for x in accum["loss"] if math.isfinite(x)]
     metrics = choice_metrics(accum["p1"], accum["p2"], accum["label"], accum["choice"]) if accum["p1"] else {}
+    arguer = [x for x in accum.get("arguer_loss", []) if math.isfinite(x)]  # adversarial only: the arguer's loss
+    if accum.get("arguer_loss"):
+        metrics["arguer_loss"] = float(np.mean(arguer)) if arguer else None
     return {"kind": "train", "samples": cursor["samples"], "step": cursor["step"],
             "train/loss": float(np.mean(finite)) if finite else None,
             **prefix(metrics, "train"), "train/lr": lr, "train/nonfinite": cursor["nonfinite_total"],
+            "train/oom_rows": cursor["oom"],
             "samples_per_s": per_s, "wall_s": wall, "rss_mb": _rss_mb(), "time": time.time()}
 
 

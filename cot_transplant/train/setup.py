@@ -15,7 +15,7 @@ from cot_transplant.data.record import Record
 from cot_transplant.data.splits import make_split
 from cot_transplant.errors import UserError
 from cot_transplant.prompts.templates import choice_token_ids, get_template
-from cot_transplant.train.adapters import attach_adapters
+from cot_transplant.train.adapters import ModelPair, attach_adapters
 from cot_transplant.train.batches import Example, build_example, donors
 from cot_transplant.train.step import StepSettings
 from cot_transplant.transplant import TransplantSpec
@@ -32,6 +32,7 @@ class Session:
     skipped: dict[str, int]
     settings: StepSettings
     device: torch.device
+    residual: list = dataclasses.field(default_factory=list)  # installed residual-dtype hooks (model.residual_dtype)
 
 
 def seed_everything(seed: int) -> None:
@@ -112,7 +113,7 @@ def _spans_match(ex: Example) -> bool:
 
 
 def setup(cfg: Config) -> Session:
-    from cot_transplant.models import load_model, load_tokenizer
+    from cot_transplant.models import load_tokenizer
 
     seed_everything(cfg.seed)
     device = resolve_device(cfg.model.device)
@@ -124,22 +125,73 @@ def setup(cfg: Config) -> Session:
                         cfg.data.split_seed)
     # Row ids are positions in the loaded file, so splits.json names rows of the data file.
     records = [dataclasses.replace(r, row_id=i) for i, r in enumerate(records)]
-    base = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
-                      load_in_8bit=cfg.model.load_in_8bit, load_in_4bit=cfg.model.load_in_4bit,
-                      trust_remote_code=cfg.model.trust_remote_code, seed=cfg.seed, vocab_size=len(tokenizer))
-    limit = cfg.prompt.max_tokens or getattr(base.config, "max_position_embeddings", None)
+    arguer_name, chooser_name = role_names(cfg)
+    base = _load_base(cfg, chooser_name, len(tokenizer))
+    arguer_base = _load_base(cfg, arguer_name, len(tokenizer)) if arguer_name != chooser_name else None
+    bases = [base] if arguer_base is None else [arguer_base, base]
+    if arguer_base is not None:
+        check_kv_shapes(arguer_base, base, arguer_name, chooser_name, cfg.transplant.site)
+    contexts = [c for c in (getattr(b.config, "max_position_embeddings", None) for b in bases) if c]
+    limit = cfg.prompt.max_tokens or (min(contexts) if contexts else None)
     examples, skipped = {}, {}
     for split, ids in splits.items():
         examples[split], skipped[split] = build_examples(records, ids, cfg, template, tokenizer, limit)
     if not examples["train"]:
         raise UserError("data: no train rows left after the length limit; raise prompt.max_tokens "
                         "or set prompt.overflow=truncate")
-    if cfg.model.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        base.config.use_cache = False
-    model = attach_adapters(base, cfg.lora, cfg.variant, cfg.seed).to(device)
+    residual = []
+    for b in bases:
+        if cfg.model.gradient_checkpointing:
+            b.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            b.config.use_cache = False
+        if cfg.model.residual_dtype:
+            from cot_transplant.transplant.residual64 import ResidualDtype
+
+            try:
+                residual.append(ResidualDtype(b, getattr(torch, cfg.model.residual_dtype)).install())
+            except ValueError as exc:
+                raise UserError(f"model.residual_dtype: {exc}; leave it empty for this model") from None
+    if arguer_base is None:
+        model = attach_adapters(base, cfg.lora, cfg.variant, cfg.seed).to(device)
+    else:
+        # Each base carries one adapter; the chooser's is seeded apart so the two do not start equal.
+        model = ModelPair(attach_adapters(arguer_base, cfg.lora, cfg.variant, cfg.seed, names=("arguer",)),
+                          attach_adapters(base, cfg.lora, cfg.variant, cfg.seed + 1, names=("chooser",))).to(device)
     model.train()
     spec = TransplantSpec(site=cfg.transplant.site,
                           layers=tuple(cfg.transplant.layers) if cfg.transplant.layers is not None else None)
     settings = StepSettings(cfg.variant, choice_ids, spec, cfg.loss.choice_only)
-    return Session(cfg, model, tokenizer, records, splits, examples, skipped, settings, device)
+    return Session(cfg, model, tokenizer, records, splits, examples, skipped, settings, device, residual)
+
+
+def role_names(cfg: Config) -> tuple[str, str]:
+    """The base model of the arguer and of the chooser (`model.name` unless `arguer.model`/`chooser.model`)."""
+    return cfg.arguer.model or cfg.model.name, cfg.chooser.model or cfg.model.name
+
+
+def _load_base(cfg: Config, name: str, vocab_size: int):
+    from cot_transplant.models import load_model
+
+    return load_model(name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                      load_in_8bit=cfg.model.load_in_8bit, load_in_4bit=cfg.model.load_in_4bit,
+                      trust_remote_code=cfg.model.trust_remote_code, seed=cfg.seed, vocab_size=vocab_size)
+
+
+def state_shape(model, site: str) -> tuple[int, int]:
+    """(layers, width per layer) of the states a transplant at `site` moves: K/V width or hidden size."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    layers = config.num_hidden_layers
+    if site == "residual":
+        return layers, config.hidden_size
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return layers, config.num_key_value_heads * head_dim
+
+
+def check_kv_shapes(arguer_model, chooser_model, arguer_name: str, chooser_name: str, site: str) -> None:
+    """Raise UserError unless the arguer's states fit the chooser's (layer count and per-layer width)."""
+    a, c = state_shape(arguer_model, site), state_shape(chooser_model, site)
+    if a != c:
+        what = "hidden size" if site == "residual" else "K/V width (num_key_value_heads * head_dim)"
+        raise UserError(f"arguer.model '{arguer_name}' and chooser.model '{chooser_name}' cannot share states: "
+                        f"the arguer has {a[0]} layers of {what} {a[1]}, the chooser {c[0]} layers of {c[1]}; "
+                        "give two models of one shape (e.g. two checkpoints of one model)")

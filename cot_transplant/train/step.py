@@ -5,6 +5,8 @@ base with two adapters (../shared/DESIGN.md): (1) with the chooser active and it
 inject hooks alive, gradients of the loss w.r.t. the chooser's parameters and the
 captured K/V; (2) with the arguer active and its capture hooks alive, backward from
 the captured K/V. Without checkpointing it gives the same gradients as one backward.
+`model` is one peft model with both adapters, or a `ModelPair` of two bases (one
+adapter each); `role_model` picks the model that plays each role.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cot_transplant.train.adapters import adapter_params, roles, trainable
+from cot_transplant.train.adapters import adapter_params, role_model, roles, trainable
 from cot_transplant.train.batches import Batch, position_ids
 from cot_transplant.transplant import (SpanStates, TransplantSpec, active_adapter, backward_from_states,
                                        backward_to_states, capture_kv, inject_kv)
@@ -45,6 +47,7 @@ def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _arguer_pass(model, batch: Batch, s: StepSettings):
     """Run the arguer over both candidates of every row; return the capture (K/V not detached)."""
     arguer_name = roles(s.variant)[0]
+    model = role_model(model, arguer_name)
     grad = arguer_name in trainable(s.variant) and torch.is_grad_enabled()
     with active_adapter(model, arguer_name), torch.set_grad_enabled(grad):
         with capture_kv(model, batch.arguer_spans, attention_mask=batch.arguer_mask, spec=s.spec) as cap:
@@ -58,7 +61,9 @@ def _arguer_pass(model, batch: Batch, s: StepSettings):
 
 def chooser_logits(model, batch: Batch, s: StepSettings, kv=None) -> torch.Tensor:
     """The chooser's last-position logits (B, V), with `kv` injected unless text-only."""
-    with active_adapter(model, roles(s.variant)[1]):
+    chooser_name = roles(s.variant)[1]
+    model = role_model(model, chooser_name)
+    with active_adapter(model, chooser_name):
         if kv is None:
             return _last_logits(model, batch.chooser_ids, batch.chooser_mask)
         with inject_kv(model, batch.chooser_spans, kv, attention_mask=batch.chooser_mask, spec=s.spec):
@@ -87,13 +92,23 @@ def forward(model, batch: Batch, s: StepSettings):
     return loss, p1, p2, cap
 
 
-def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float):
+def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, extra: dict | None = None):
     """One sub-batch: forward, then the two-phase backward of `scale * sum(loss)` into .grad.
 
     Returns (per-row loss, P1, P2) detached; a non-finite loss leaves .grad untouched.
+    The `adversarial` variant runs `adversarial.adversarial_forward_backward` instead and
+    appends its per-row arguer loss to the list `extra["arguer_loss"]` when `extra` is given.
     """
+    if s.variant == "adversarial":
+        from cot_transplant.train.adversarial import adversarial_forward_backward  # it imports this module
+
+        loss, p1, p2, arguer_loss = adversarial_forward_backward(model, batch, s, scale)
+        if extra is not None:
+            extra.setdefault("arguer_loss", []).extend(arguer_loss.tolist())
+        return loss, p1, p2
     arguer_name, chooser_name = roles(s.variant)
-    cap = _arguer_pass(model, batch, s) if s.transplants else None
+    arguer_model, model = role_model(model, arguer_name), role_model(model, chooser_name)
+    cap = _arguer_pass(arguer_model, batch, s) if s.transplants else None
     kv = cap.kv if cap is not None else None
     chooser = [p for _, p in adapter_params(model, chooser_name)]
     with active_adapter(model, chooser_name):
@@ -109,8 +124,8 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float):
                 backward_to_states(total, _NO_STATES, chooser)
                 return loss.detach(), p1, p2
             kv_grads = backward_to_states(total, kv, chooser)
-    with active_adapter(model, arguer_name):
+    with active_adapter(arguer_model, arguer_name):
         # Capture hooks alive again so a checkpointed arguer layer recomputes the same graph.
-        with capture_kv(model, batch.arguer_spans, attention_mask=batch.arguer_mask, spec=s.spec):
+        with capture_kv(arguer_model, batch.arguer_spans, attention_mask=batch.arguer_mask, spec=s.spec):
             backward_from_states(kv, kv_grads)
     return loss.detach(), p1, p2

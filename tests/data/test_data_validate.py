@@ -96,11 +96,11 @@ def test_each_rule_reports_its_problem(tmp_path, cli, name, content, args, expec
     assert "Traceback" not in out + err
 
 
-def test_a_directory_and_a_missing_path_are_problems_not_tracebacks(tmp_path, cli):
-    code, out, _ = cli("data", "validate", tmp_path)
-    assert code == 1 and out.strip() == f"{tmp_path}: is a directory; give a .csv, .jsonl or .parquet file"
-    code, out, _ = cli("data", "validate", tmp_path / "nope.csv")
-    assert code == 1 and out.strip() == f"{tmp_path / 'nope.csv'}: no such file"
+def test_a_directory_and_a_missing_path_are_one_line_errors_not_tracebacks(tmp_path, cli):
+    code, out, err = cli("data", "validate", tmp_path)
+    assert code == 2 and err.strip().endswith(f"{tmp_path}: is a directory; give a .csv, .jsonl or .parquet file")
+    code, out, err = cli("data", "validate", tmp_path / "nope.csv")
+    assert code == 2 and f"{tmp_path / 'nope.csv'}: no such file" in err and len(err.strip().splitlines()) == 1
 
 
 def test_every_problem_of_a_file_is_listed_with_a_summary(tmp_path, cli):
