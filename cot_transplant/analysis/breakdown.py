@@ -125,7 +125,7 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float | None, float | N
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))  # rounding never excludes p
 
 
 def _key(record, grouping: str) -> str:

@@ -31,6 +31,15 @@ def _ci(mean, low, high) -> str:
     return f"{_pct(mean)} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def _num_ci(mean, low, high) -> str:
+    """An AUROC-like value (not a percentage) with its interval."""
+    if mean is None:
+        return "n/a"
+    if low is None or high is None:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def _p(test: dict | None) -> str:
     if not test or test.get("p_value") is None:
         return "n/a"
@@ -120,7 +129,7 @@ def results_section(sources: list[Source]) -> Section:
             rows.append([c["label"], f"{c['n_complete']}/{c['n_runs']}",
                          _ci(chosen["f_c"]["mean"], chosen["f_c"]["ci_low"], chosen["f_c"]["ci_high"]),
                          _ci(end["f_c"]["mean"], end["f_c"]["ci_low"], end["f_c"]["ci_high"]),
-                         _ci(chosen["auroc"]["mean"], chosen["auroc"]["ci_low"], chosen["auroc"]["ci_high"]),
+                         _num_ci(chosen["auroc"]["mean"], chosen["auroc"]["ci_low"], chosen["auroc"]["ci_high"]),
                          f"{above['runs']}/{above['of']}", _pct(sum(base) / len(base) if base else None)])
         s.blocks.append(Table(["variant", "runs", "test f_c at val-chosen checkpoint, mean [95% t CI]",
                                "test f_c at end", "test AUROC at chosen", "runs above base rate", "base rate"],
@@ -207,7 +216,7 @@ def curves_section(sources: list[Source], reference: dict | None) -> Section:
     s.blocks.append(Figure(curves_figure(bands, runs, reference),
                            "test f_c against samples trained: sweeps as mean and 95% t band across seeds, runs with "
                            "the bootstrap 95% band of each evaluation; the original study's published test curves in "
-                           "grey" if reference else "test f_c against samples trained (no reference curves found)",
+                           "grey on the right" if reference else "test f_c against samples trained (no reference curves found)",
                            "curves"))
     return s
 
@@ -345,11 +354,13 @@ def breakdown_section(sources: list[Source], cache: dict) -> Section:
         s.blocks.append(Table([grouping, "rows", "argument accuracy", "last-step checker"] + [c for c, _ in columns],
                               rows, caption=f"test f_c by {grouping.replace('_', ' ')} (one run: 95% Wilson CI; "
                                             "several: mean over seeds)"))
-        figure_data[grouping] = [(label, [(g["value"], _mean(x["f_c"] for x in _groups(bds, grouping, g["value"])))
-                                          for g in ref]) for label, bds in columns]
+        figure_data[grouping] = {
+            "values": [g["value"] for g in ref], "checker": [g["checker_f_c"] for g in ref],
+            "columns": [(label, [_mean(x["f_c"] for x in _groups(bds, grouping, g["value"])) for g in ref])
+                        for label, bds in columns]}
     s.blocks.append(Figure(breakdown_figure(figure_data, checker, first["argument_accuracy"]),
-                           "test f_c per group; dashed: the last-step checker over all rows, dotted: the argument's "
-                           "accuracy", "breakdown"))
+                           "test f_c per group; black ticks: the last-step checker per group, dashed: over all "
+                           "rows; dotted: the argument's accuracy", "breakdown"))
     if problems:
         s.blocks.append(Para("Left out: " + "; ".join(problems), missing=True))
     return s

@@ -15,11 +15,14 @@ from cot_transplant.train.setup import Session
 from cot_transplant.train.step import forward
 
 
-def predict(session: Session, split: str, fraction: float | None = None) -> dict[str, list]:
-    """P1, P2 per row of `split` under the current adapters, in eval mode and without gradients."""
+def predict(session: Session, split: str, fraction: float | None = None, dist=None) -> dict[str, list]:
+    """P1, P2 per row of `split` under the current adapters, in eval mode and without gradients.
+
+    With several processes (`dist`), each predicts its share and all get every row, in row-id order.
+    """
     cfg, model = session.cfg, session.model
     fraction = cfg.transplant.fraction if fraction is None else fraction
-    examples = session.examples[split]
+    examples = session.examples[split] if dist is None else dist.shard(session.examples[split])
     out = {"row_id": [], "p_cand1": [], "p_cand2": [], "label": [], "argument_choice": [], "loss": []}
     was_training = model.training
     model.eval()
@@ -36,6 +39,10 @@ def predict(session: Session, split: str, fraction: float | None = None) -> dict
                 out["loss"] += loss.tolist()
     finally:
         model.train(was_training)
+    if dist is not None and dist.world > 1:
+        out = dist.gather_lists(out)
+        order = np.argsort(out["row_id"], kind="stable")
+        out = {k: [v[i] for i in order] for k, v in out.items()}
     return out
 
 
@@ -45,10 +52,10 @@ def metrics_of(pred: dict[str, list], n_boot: int, seed: int) -> dict:
     return m
 
 
-def evaluate(session: Session, split: str, samples: int, run: Path | None) -> dict:
-    """Evaluate one split, write predictions/<split>-<samples>.csv, return the metrics.jsonl record."""
+def evaluate(session: Session, split: str, samples: int, run: Path | None, dist=None) -> dict:
+    """Evaluate one split, write predictions/<split>-<samples>.csv (when `run`), return the metrics.jsonl record."""
     t0 = time.time()
-    pred = predict(session, split)
+    pred = predict(session, split, dist=dist)
     if run is not None:
         rows = zip(pred["row_id"], pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"])
         rundir.write_predictions(run, split, samples, list(rows))

@@ -17,6 +17,7 @@ from cot_transplant.train import rundir
 from cot_transplant.train.adapters import adapter_params, trainable
 from cot_transplant.train.batches import collate
 from cot_transplant.train.checkpoint import load_checkpoint, save_checkpoint
+from cot_transplant.train.distributed import Dist
 from cot_transplant.train.evaluate import evaluate
 from cot_transplant.train.metrics import choice_metrics, prefix
 from cot_transplant.train.setup import Session, setup
@@ -71,88 +72,61 @@ class _Stop:
 
 
 def train(cfg: Config, config_path: str | None = None, resume: Path | None = None) -> dict:
-    """Run (or resume) one training run; returns the end-of-run summary."""
+    """Run (or resume) one training run; returns the end-of-run summary (empty on non-main processes)."""
     from cot_transplant.train.summary import finish_run
 
     t_start = time.time()
+    dist = Dist()
     session = setup(cfg)
-    run = resume or rundir.make_run_dir(cfg, config_path)
-    if resume is None:
-        rundir.write_config(run, cfg)
-        rundir.write_splits(run, session.splits, session.skipped)
-    model, s, train_cfg = session.model, session.settings, cfg.train
+    run = _open_run(cfg, config_path, resume, session, dist)
+    model, train_cfg, train_ex = session.model, cfg.train, session.examples["train"]
     optimizer = make_optimizer(session)
-    names = sorted({n for n in trainable(cfg.variant)})
-    pad_id = session.tokenizer.pad_token_id
-    train_ex = session.examples["train"]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    names = sorted(set(trainable(cfg.variant)))
     target = total_samples(cfg, len(train_ex))
-    cursor = {"epoch": 0, "index": 0, "samples": 0, "step": 0, "since_eval": 0, "nonfinite_total": 0,
-              "nonfinite_run": 0, "oom": 0}
-    saved_accum = None
-    if resume is not None:
-        ckpt = rundir.latest_checkpoint(run)
-        if ckpt is None:
-            raise UserError(f"{run}: has no checkpoint to resume from; start it again with `cot-transplant train`")
-        state = load_checkpoint(ckpt, model, optimizer)
-        cursor, saved_accum = state["cursor"], state["accum"]
-        rundir.truncate_lines(run / "metrics.jsonl", state["metrics_lines"])
-    log = rundir.MetricsLog(run, cfg.run.tensorboard)
-    progress = _progress(cfg, target, cursor["samples"], cfg.variant)
-    accum = saved_accum if resume is not None else {"loss": [], "p1": [], "p2": [], "label": [], "choice": []}
+    cursor, accum = _start_state(run, resume, model, optimizer, dist)
+    log = rundir.MetricsLog(run, cfg.run.tensorboard) if dist.main else None
+    progress = _progress(cfg, target, cursor["samples"], cfg.variant, dist.main)
 
     def do_eval() -> None:
         for split in cfg.eval.splits:
             if session.examples.get(split):
-                log.write(evaluate(session, split, cursor["samples"], run))
+                record = evaluate(session, split, cursor["samples"], run if dist.main else None, dist)
+                if dist.main:
+                    log.write(record)
 
     def checkpoint() -> None:
-        save_checkpoint(run, cursor["step"], model, names, optimizer,
-                        {"cursor": cursor, "accum": accum, "metrics_lines": log.lines()})
-        rundir.prune_checkpoints(run, cfg.checkpoint.keep)
+        if dist.main:
+            save_checkpoint(run, cursor["step"], model, names, optimizer,
+                            {"cursor": cursor, "accum": accum, "metrics_lines": log.lines()})
+            rundir.prune_checkpoints(run, cfg.checkpoint.keep)
+        dist.barrier()
 
     if resume is None and cfg.eval.at_start:
         do_eval()
     t_log, samples_log = time.time(), cursor["samples"]
     with _Stop() as stop:
         while cursor["samples"] < target and not stop.requested:
-            order = epoch_order(len(train_ex), cfg.seed, cursor["epoch"])
-            # One optimizer step: sub-batches until `accumulate_to` rows (or the run's end).
-            step_rows = min(train_cfg.accumulate_to, target - cursor["samples"])
+            # One optimizer step over `accumulate_to` rows (or the run's rest), shared out across processes.
+            step_rows = _next_rows(cursor, len(train_ex), cfg.seed, min(train_cfg.accumulate_to, target - cursor["samples"]))
             optimizer.zero_grad(set_to_none=True)
-            done, n_before = 0, len(accum["loss"])
-            while done < step_rows:
-                if cursor["index"] >= len(order):
-                    cursor["epoch"], cursor["index"] = cursor["epoch"] + 1, 0
-                    order = epoch_order(len(train_ex), cfg.seed, cursor["epoch"])
-                take = min(train_cfg.batch_size, step_rows - done, len(order) - cursor["index"])
-                rows = [train_ex[i] for i in order[cursor["index"]: cursor["index"] + take]]
+            n_before = len(accum["loss"])
+            mine = dist.shard(step_rows)
+            for i in range(0, len(mine), train_cfg.batch_size):
+                rows = [train_ex[j] for j in mine[i: i + train_cfg.batch_size]]
                 for batch, (loss, p1, p2) in _sub_batch(model, rows, session, cursor, accum):
-                    accum["loss"] += loss.tolist()
-                    accum["p1"] += p1.tolist()
-                    accum["p2"] += p2.tolist()
-                    accum["label"] += batch.labels.tolist()
-                    accum["choice"] += batch.argument_choice.tolist()
-                cursor["index"] += take
-                done += take
-                progress.update(take)
-            finite = all(math.isfinite(x) for x in accum["loss"][n_before:])
-            if finite:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(cursor["step"], cfg)
-                if train_cfg.optim.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], train_cfg.optim.max_grad_norm)
-                optimizer.step()
-                cursor["nonfinite_run"] = 0
-            else:
-                cursor["nonfinite_total"] += 1
-                cursor["nonfinite_run"] += 1
-            cursor["step"] += 1
-            cursor["samples"] += done
-            cursor["since_eval"] += done
+                    _extend(accum, batch, loss, p1, p2)
+            progress.update(len(step_rows))
+            dist.sum_grads(params)
+            _optimizer_step(optimizer, cursor, cfg, dist.all_finite(all(map(math.isfinite, accum["loss"][n_before:]))))
+            cursor["samples"] += len(step_rows)
+            cursor["since_eval"] += len(step_rows)
             if cursor["step"] % train_cfg.log_every == 0:
                 now = time.time()
-                log.write(_train_record(accum, cursor, lr_at(cursor["step"] - 1, cfg),
-                                        (cursor["samples"] - samples_log) / max(now - t_log, 1e-9), now - t_start))
+                record = _train_record(dist.gather_lists(accum), cursor, lr_at(cursor["step"] - 1, cfg),
+                                       (cursor["samples"] - samples_log) / max(now - t_log, 1e-9), now - t_start)
+                if dist.main:
+                    log.write(record)
                 accum = {k: [] for k in accum}
                 t_log, samples_log = now, cursor["samples"]
             if cursor["since_eval"] >= cfg.eval.every or cursor["samples"] >= target:
@@ -163,14 +137,83 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
                 checkpoint()
             if cursor["nonfinite_run"] >= train_cfg.max_nonfinite:
                 checkpoint()
-                log.close()
+                if log is not None:
+                    log.close()
                 raise UserError(f"{run}: {cursor['nonfinite_run']} optimizer steps in a row had a non-finite loss; "
                                 "stopped with a checkpoint. Lower train.optim.lr or check the data")
         if stop.requested:
             checkpoint()
     progress.close()
+    if not dist.main:
+        return {}
     log.close()
     return finish_run(run, cfg, time.time() - t_start, interrupted=stop.requested, counters=cursor)
+
+
+def _open_run(cfg: Config, config_path: str | None, resume: Path | None, session: Session, dist: Dist) -> Path:
+    """The run directory: the resumed one, or a new one made (and described) by the main process."""
+    if resume is not None:
+        return resume
+    run = None
+    if dist.main:
+        run = rundir.make_run_dir(cfg, config_path)
+        rundir.write_config(run, cfg)
+        rundir.write_splits(run, session.splits, session.skipped)
+    return Path(dist.broadcast(str(run) if run else None))
+
+
+def _start_state(run: Path, resume: Path | None, model, optimizer, dist: Dist) -> tuple[dict, dict]:
+    """(cursor, accumulated train figures): fresh, or restored from the latest checkpoint."""
+    cursor = {"epoch": 0, "index": 0, "samples": 0, "step": 0, "since_eval": 0, "nonfinite_total": 0,
+              "nonfinite_run": 0, "oom": 0}
+    accum = {"loss": [], "p1": [], "p2": [], "label": [], "choice": []}
+    if resume is None:
+        return cursor, accum
+    ckpt = rundir.latest_checkpoint(run)
+    if ckpt is None:
+        raise UserError(f"{run}: has no checkpoint to resume from; start it again with `cot-transplant train`")
+    state = load_checkpoint(ckpt, model, optimizer)
+    if dist.main:
+        rundir.truncate_lines(run / "metrics.jsonl", state["metrics_lines"])
+    dist.barrier()
+    return state["cursor"], state["accum"]
+
+
+def _next_rows(cursor: dict, n_train: int, seed: int, count: int) -> list[int]:
+    """The next `count` train example indices in epoch order, advancing the cursor (and the epoch)."""
+    rows: list[int] = []
+    while len(rows) < count:
+        if cursor["index"] >= n_train:
+            cursor["epoch"], cursor["index"] = cursor["epoch"] + 1, 0
+        order = epoch_order(n_train, seed, cursor["epoch"])
+        take = min(count - len(rows), n_train - cursor["index"])
+        rows += order[cursor["index"]: cursor["index"] + take]
+        cursor["index"] += take
+    return rows
+
+
+def _extend(accum: dict, batch, loss, p1, p2) -> None:
+    accum["loss"] += loss.tolist()
+    accum["p1"] += p1.tolist()
+    accum["p2"] += p2.tolist()
+    accum["label"] += batch.labels.tolist()
+    accum["choice"] += batch.argument_choice.tolist()
+
+
+def _optimizer_step(optimizer, cursor: dict, cfg: Config, finite: bool) -> None:
+    """Step (or skip and count a non-finite loss), then advance the step counter."""
+    if finite:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cursor["step"], cfg)
+        if cfg.train.optim.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                           cfg.train.optim.max_grad_norm)
+        optimizer.step()
+        cursor["nonfinite_run"] = 0
+    else:
+        cursor["nonfinite_total"] += 1
+        cursor["nonfinite_run"] += 1
+    cursor["step"] += 1
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -226,8 +269,8 @@ def _to(batch, device):
     return batch
 
 
-def _progress(cfg: Config, total: int, initial: int, desc: str):
+def _progress(cfg: Config, total: int, initial: int, desc: str, main: bool = True):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"train {desc}", unit="sample", disable=not cfg.run.progress,
-                dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=f"train {desc}", unit="sample",
+                disable=not (cfg.run.progress and main), dynamic_ncols=True)
