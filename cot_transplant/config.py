@@ -139,7 +139,8 @@ class RunConfig:
 
 @dataclass
 class Config:
-    variant: str = "joint"  # joint | frozen-arguer | text-only | shared | shuffled-kv | swapped-kv | no-argument | adversarial
+    # joint | frozen-arguer | text-only | shared | shuffled-kv | swapped-kv | no-argument | adversarial
+    variant: str = "joint"
     seed: int = 0  # training seed: adapter init, data order, dropout
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -103,12 +103,12 @@ def data_section(sources: list[Source], cache: dict) -> Section:
     s.blocks.append(Table(["rows", "argument accuracy (base rate)", "candidate order swapped", "argument picks 1"],
                           [[str(st["rows"]), _pct(st.get("argument_accuracy")), _pct(st.get("swapped_fraction")),
                             _pct(st.get("picks_candidate_1"))]], caption="dataset"))
-    splits = json.loads((first / "splits.json").read_text(encoding="utf-8")) if (first / "splits.json").is_file() else {}
-    if splits:
+    if (first / "splits.json").is_file():
+        splits = json.loads((first / "splits.json").read_text(encoding="utf-8"))
         skipped = splits.get("skipped") or {}
         s.blocks.append(Table(["split", "rows", "skipped for length"],
-                              [[k, str(len(splits.get(k) or [])), str(skipped.get(k, 0))] for k in ("train", "val", "test")],
-                              caption="splits (splits.json)"))
+                              [[k, str(len(splits.get(k) or [])), str(skipped.get(k, 0))]
+                               for k in ("train", "val", "test")], caption="splits (splits.json)"))
     for column, counts in st["histograms"].items():
         s.blocks.append(Table([column, "rows"], [[k or "(empty)", str(v)] for k, v in counts.items()],
                               caption=f"rows by {column}"))
@@ -153,14 +153,15 @@ def results_section(sources: list[Source]) -> Section:
         for src in run_srcs:
             sm = _summary(src.path)
             ch, en = sm.get("test_at_chosen") or {}, sm.get("test_at_end") or {}
-            rows.append([src.label, str(sm.get("variant", "")), sm.get("chosen_by", ""), str(ch.get("samples", "n/a")),
+            rows.append([src.label, str(sm.get("variant", "")), sm.get("chosen_by", ""),
+                         str(ch.get("samples", "n/a")),
                          _ci(ch.get("f_c"), ch.get("f_c_ci_low"), ch.get("f_c_ci_high")),
                          _ci(en.get("f_c"), en.get("f_c_ci_low"), en.get("f_c_ci_high")), _pct(ch.get("base_rate")),
                          "n/a" if ch.get("auroc") is None else f"{ch['auroc']:.3f}", _pct(ch.get("f_c_oc")),
                          _pct(ch.get("f_c_oi"))])
-        s.blocks.append(Table(["run", "variant", "checkpoint chosen by", "samples", "test f_c at chosen [95% bootstrap CI]",
-                               "test f_c at end", "base rate", "AUROC", "f_c_oc", "f_c_oi"], rows,
-                              caption="runs (summary.json): never the best test value"))
+        s.blocks.append(Table(["run", "variant", "checkpoint chosen by", "samples",
+                               "test f_c at chosen [95% bootstrap CI]", "test f_c at end", "base rate", "AUROC",
+                               "f_c_oc", "f_c_oi"], rows, caption="runs (summary.json): never the best test value"))
         if len(run_srcs) > 1:
             s.blocks.append(_run_tests(run_srcs))
     return s
@@ -213,11 +214,11 @@ def curves_section(sources: list[Source], reference: dict | None) -> Section:
     if not bands and not runs:
         s.blocks.append(Para("No evaluation curves in the inputs.", missing=True))
         return s
-    s.blocks.append(Figure(curves_figure(bands, runs, reference),
-                           "test f_c against samples trained: sweeps as mean and 95% t band across seeds, runs with "
-                           "the bootstrap 95% band of each evaluation; the original study's published test curves in "
-                           "grey on the right" if reference else "test f_c against samples trained (no reference curves found)",
-                           "curves"))
+    caption = ("test f_c against samples trained: sweeps as mean and 95% t band across seeds, runs with the "
+               "bootstrap 95% band of each evaluation; dotted: the argument's base rate")
+    caption += ("; right: with the original study's published test curves in grey" if reference
+                else " (no reference curves found)")
+    s.blocks.append(Figure(curves_figure(bands, runs, reference), caption, "curves"))
     return s
 
 
@@ -225,23 +226,22 @@ def truncation_section(sources: list[Source]) -> Section:
     from cot_transplant.analysis.truncation import plot_truncation
 
     s = Section("Truncation")
-    for src in sources:
-        for _, run in src.runs:
-            path = run / "truncation.json"
-            if not path.is_file():
-                continue
-            t = json.loads(path.read_text(encoding="utf-8"))
-            s.blocks.append(Table(["fraction", "f_c [95% CI]", "AUROC", "n", "f_c_oc", "f_c_oi", "base rate"],
-                                  [[f"{r['fraction']:g}", _ci(r["f_c"], r["f_c_ci_low"], r["f_c_ci_high"]),
-                                    "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}", str(r["n"]),
-                                    _pct(r.get("f_c_oc")), _pct(r.get("f_c_oi")), _pct(r.get("base_rate"))]
-                                   for r in t["fractions"]],
-                                  caption=f"{run.name} ({t['variant']}): {t['split']} split, {t['checkpoint']}, "
-                                          f"tail {t['tail']}"))
-            png = run / "truncation.png"
-            data = png.read_bytes() if png.is_file() else plot_truncation(t, io.BytesIO()).getvalue()
-            s.blocks.append(Figure(data, f"{run.name}: f_c and AUROC against the transplanted fraction",
-                                   f"truncation-{run.name}"))
+    for run in dict.fromkeys(run for src in sources for _, run in src.runs):  # a run given twice shows once
+        path = run / "truncation.json"
+        if not path.is_file():
+            continue
+        t = json.loads(path.read_text(encoding="utf-8"))
+        s.blocks.append(Table(["fraction", "f_c [95% CI]", "AUROC", "n", "f_c_oc", "f_c_oi", "base rate"],
+                              [[f"{r['fraction']:g}", _ci(r["f_c"], r["f_c_ci_low"], r["f_c_ci_high"]),
+                                "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}", str(r["n"]),
+                                _pct(r.get("f_c_oc")), _pct(r.get("f_c_oi")), _pct(r.get("base_rate"))]
+                               for r in t["fractions"]],
+                              caption=f"{run.name} ({t['variant']}): {t['split']} split, {t['checkpoint']}, "
+                                      f"tail {t['tail']}"))
+        png = run / "truncation.png"
+        data = png.read_bytes() if png.is_file() else plot_truncation(t, io.BytesIO()).getvalue()
+        s.blocks.append(Figure(data, f"{run.name}: f_c and AUROC against the transplanted fraction",
+                               f"truncation-{run.name}"))
     if not s.blocks:
         s.blocks.append(Para("No truncation.json in the inputs' runs; make one with `cot-transplant truncation RUN`.",
                              missing=True))
@@ -331,12 +331,12 @@ def breakdown_section(sources: list[Source], cache: dict) -> Section:
         return s
     first = columns[0][1][0]
     checker = (first.get("last_step_checker") or {}).get("f_c")
-    s.blocks.append(Para("Test f_c per group of rows, at each run's validation-chosen checkpoint unless its "
-                         "breakdown.json says otherwise (averaged over a sweep's seeds), beside the argument's own accuracy and a last-step checker that recomputes "
-                         "only the last arithmetic step of each candidate (tie: follow the argument); a chooser "
-                         "near the checker may be doing no more than that." if checker is not None else
-                         "Test f_c per group of rows (averaged over a sweep's seeds). The last-step checker needs "
-                         "synthetic rows; these are not."))
+    intro = ("Test f_c per group of rows, at each run's validation-chosen checkpoint unless its breakdown.json "
+             "says otherwise (averaged over a sweep's seeds), beside the argument's own accuracy")
+    s.blocks.append(Para(intro + " and a last-step checker that recomputes only the last arithmetic step of each "
+                         "candidate (tie: follow the argument); a chooser near the checker may be doing no more than "
+                         "that." if checker is not None else
+                         intro + ". The last-step checker needs synthetic rows; these are not."))
     s.blocks.append(Table(["variant", "runs", "at samples", "rows", "f_c", "argument accuracy", "last-step checker"],
                           [[label, str(len(bds)), ", ".join(str(b["samples"]) for b in bds), str(bds[0]["n"]),
                             _pct(_mean(b["f_c"] for b in bds)),

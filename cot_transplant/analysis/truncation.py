@@ -17,9 +17,7 @@ Outputs in the run directory: `truncation.json`, `truncation.png`, and per fract
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from pathlib import Path
 
 from cot_transplant.errors import UserError
@@ -54,44 +52,16 @@ def hide_tails(chooser_mask, full_spans, fraction: float) -> None:
 
 def predict_hidden_tail(session, split: str, fraction: float) -> dict[str, list]:
     """`train.evaluate.predict` with the tail past the cut hidden from the chooser (see module docstring)."""
-    import torch
+    from cot_transplant.train.evaluate import predict
 
-    from cot_transplant.train.batches import collate
-    from cot_transplant.train.step import forward
-
-    cfg, model = session.cfg, session.model
-    examples = session.examples[split]
-    out = {"row_id": [], "p_cand1": [], "p_cand2": [], "label": [], "argument_choice": [], "loss": []}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i in range(0, len(examples), cfg.eval.batch_size):
-                chunk = examples[i: i + cfg.eval.batch_size]
-                batch = collate(chunk, session.tokenizer.pad_token_id, fraction)
-                hide_tails(batch.chooser_mask, collate(chunk, session.tokenizer.pad_token_id, 1.0).chooser_spans,
-                           fraction)
-                loss, p1, p2, _ = forward(model, batch, session.settings)
-                out["row_id"] += batch.row_ids
-                out["p_cand1"] += p1.tolist()
-                out["p_cand2"] += p2.tolist()
-                out["label"] += batch.labels.tolist()
-                out["argument_choice"] += batch.argument_choice.tolist()
-                out["loss"] += loss.tolist()
-    finally:
-        model.train(was_training)
-    return out
+    return predict(session, split, fraction=fraction, hide_tail=True)
 
 
 def _write_predictions(path: Path, pred: dict[str, list]) -> None:
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["row_id", "p_cand1", "p_cand2", "label", "argument_choice"])
-        for row in zip(pred["row_id"], pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"]):
-            w.writerow([row[0], repr(float(row[1])), repr(float(row[2])), int(row[3]), int(row[4])])
-    os.replace(tmp, path)
+    from cot_transplant.train.rundir import write_prediction_rows
+
+    write_prediction_rows(path, zip(pred["row_id"], pred["p_cand1"], pred["p_cand2"], pred["label"],
+                                    pred["argument_choice"]))
 
 
 def find_checkpoint(run: Path, step: int | None) -> Path:

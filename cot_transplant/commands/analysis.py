@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
+from cot_transplant.commands import positive_int
+
 import argparse
 from pathlib import Path
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 def register(sub) -> None:
@@ -23,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", type=Path, help="run directory holding metrics.jsonl")
     p.add_argument("--out", type=Path, default=None,
                    help="PNG to write (default: RUN/curves.png for one run, else ./curves.png)")
-    p.add_argument("--smooth", type=_positive_int, default=1, metavar="K",
+    p.add_argument("--smooth", type=positive_int, default=1, metavar="K",
                    help="trailing mean over K points on the train curves (default 1: raw)")
     p.add_argument("--reference", type=Path, default=None, metavar="CSV",
                    help="overlay curves from a CSV laid out like seed-data/seed_test_curves.csv")

@@ -5,6 +5,8 @@ Only the standard library is imported here; the data modules load inside the han
 
 from __future__ import annotations
 
+from cot_transplant.commands import positive_int
+
 import os
 
 import argparse
@@ -20,7 +22,7 @@ def register(sub) -> None:
 
     p = cmds.add_parser("validate", help="check a dataset file; one line per problem, exit 1 if any")
     p.add_argument("file")
-    p.add_argument("--max-field-chars", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--max-field-chars", type=positive_int, default=None, metavar="N",
                    help="longest allowed field (default 100,000 characters)")
     p.add_argument("--pairs", action="store_true", help="accept a pairs file (no choice columns), as choice generation does")
     p.set_defaults(func=run_validate)
@@ -40,7 +42,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_mask)
 
     p = cmds.add_parser("synth", help="synthetic word problems with a controlled error in the incorrect solution")
-    p.add_argument("--n", type=_positive_int, required=True, help="number of rows")
+    p.add_argument("--n", type=positive_int, required=True, help="number of rows")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same bytes")
     p.add_argument("--out", required=True, help="output file (.csv, .jsonl or .parquet)")
     p.add_argument("--steps", type=_int_list, default=(2, 3, 4, 5), metavar="2,3",
@@ -84,14 +86,6 @@ def _help(parser) -> int:
     return 2
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _int_list(text: str) -> tuple[int, ...]:

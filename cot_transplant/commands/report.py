@@ -3,18 +3,12 @@ metadata) and `report` (one self-contained HTML page from runs and sweeps)."""
 
 from __future__ import annotations
 
+from cot_transplant.commands import positive_int
+
 import argparse
 from pathlib import Path
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 def register(sub) -> None:
@@ -29,11 +23,11 @@ def register(sub) -> None:
                                                                   "pairs files are fine)")
     p.add_argument("--model", default=None, metavar="M", help="model spec (default: the bundled smollm2)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/probe-<data stem>)")
-    p.add_argument("--rows", type=_positive_int, default=200, metavar="N", help="first N rows (default 200)")
-    p.add_argument("--folds", type=_positive_int, default=5, metavar="K", help="cross-validation folds (default 5)")
+    p.add_argument("--rows", type=positive_int, default=200, metavar="N", help="first N rows (default 200)")
+    p.add_argument("--folds", type=positive_int, default=5, metavar="K", help="cross-validation folds (default 5)")
     p.add_argument("--template", default="alpaca-json", choices=["alpaca-json", "chat"],
                    help="arguer prompt template (default alpaca-json)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="B", help="prompts per forward (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="prompts per forward (default 8)")
     p.set_defaults(func=run_probe_command)
 
     b = sub.add_parser(

@@ -15,10 +15,13 @@ from cot_transplant.train.setup import Session
 from cot_transplant.train.step import forward
 
 
-def predict(session: Session, split: str, fraction: float | None = None, dist=None) -> dict[str, list]:
+def predict(session: Session, split: str, fraction: float | None = None, dist=None,
+            hide_tail: bool = False) -> dict[str, list]:
     """P1, P2 per row of `split` under the current adapters, in eval mode and without gradients.
 
     With several processes (`dist`), each predicts its share and all get every row, in row-id order.
+    `hide_tail`: with `fraction` < 1, also mask the argument tokens past the cut from the chooser
+    (`analysis.truncation`), instead of letting it read them as text.
     """
     cfg, model = session.cfg, session.model
     fraction = cfg.transplant.fraction if fraction is None else fraction
@@ -29,7 +32,13 @@ def predict(session: Session, split: str, fraction: float | None = None, dist=No
     try:
         with torch.no_grad():
             for i in range(0, len(examples), cfg.eval.batch_size):
-                batch = collate(examples[i: i + cfg.eval.batch_size], session.tokenizer.pad_token_id, fraction)
+                chunk = examples[i: i + cfg.eval.batch_size]
+                batch = collate(chunk, session.tokenizer.pad_token_id, fraction)
+                if hide_tail and fraction < 1:
+                    from cot_transplant.analysis.truncation import hide_tails
+
+                    hide_tails(batch.chooser_mask, collate(chunk, session.tokenizer.pad_token_id, 1.0).chooser_spans,
+                               fraction)
                 loss, p1, p2, _ = forward(model, batch, session.settings)
                 out["row_id"] += batch.row_ids
                 out["p_cand1"] += p1.tolist()

@@ -118,9 +118,12 @@ def truncate_lines(path: Path, n: int) -> None:
 
 def write_predictions(run: Path, split: str, samples: int, rows: list[tuple]) -> Path:
     """rows: (row_id, p_cand1, p_cand2, label, argument_choice); probabilities at full precision."""
-    out = run / "predictions"
-    out.mkdir(exist_ok=True)
-    path = out / f"{split}-{samples}.csv"
+    return write_prediction_rows(run / "predictions" / f"{split}-{samples}.csv", rows)
+
+
+def write_prediction_rows(path: Path, rows) -> Path:
+    """A predictions CSV at `path` (atomically); see `write_predictions`."""
+    path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
