@@ -106,7 +106,13 @@ class TrainConfig:
     log_every: int = 1  # optimizer steps between train log lines
     max_nonfinite: int = 5  # consecutive non-finite losses that stop the run
     oom_split: bool = False  # on out-of-memory, retry the sub-batch split in half (else count and skip)
+    fast_path: str | bool = "auto"  # auto: the exact fast path where it applies (docs/fastpath.md) | off: reference step
+    bucket_by_length: bool = True  # sub-batches of similar length within each optimizer step: less padding, same sum
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fast_path, bool):  # YAML reads a bare `off` as false (and `on` as true)
+            self.fast_path = "auto" if self.fast_path else "off"
 
 
 @dataclass
@@ -173,6 +179,7 @@ def validate(cfg: Config) -> None:
         (cfg.transplant.site in ("kv", "k", "v", "residual"), "transplant.site", "must be kv, k, v or residual"),
         (0 < cfg.transplant.fraction <= 1, "transplant.fraction", "must be in (0, 1]"),
         (cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
+        (cfg.train.fast_path in ("auto", "off"), "train.fast_path", "must be 'auto' or 'off'"),
         (cfg.train.accumulate_to >= cfg.train.batch_size and cfg.train.accumulate_to % cfg.train.batch_size == 0,
          "train.accumulate_to", "must be a multiple of train.batch_size"),
         (cfg.eval.every >= 1, "eval.every", "must be >= 1"),

@@ -160,7 +160,7 @@ def setup(cfg: Config) -> Session:
     model.train()
     spec = TransplantSpec(site=cfg.transplant.site,
                           layers=tuple(cfg.transplant.layers) if cfg.transplant.layers is not None else None)
-    settings = StepSettings(cfg.variant, choice_ids, spec, cfg.loss.choice_only)
+    settings = StepSettings(cfg.variant, choice_ids, spec, cfg.loss.choice_only, cfg.train.fast_path)
     return Session(cfg, model, tokenizer, records, splits, examples, skipped, settings, device, residual)
 
 

@@ -31,10 +31,21 @@ class StepSettings:
     choice_ids: tuple[int, int]  # token ids of "1" and "2"
     spec: TransplantSpec
     choice_only: bool = False  # loss over the two choice logits instead of the full vocabulary
+    fast_path: str = "off"  # auto: `fastpath.py` where it is exact (config train.fast_path); off: this file's step
 
     @property
     def transplants(self) -> bool:
         return self.variant != "text-only"
+
+
+def leaves(kv: SpanStates) -> SpanStates:
+    """`kv` cut from the arguer's graph, still taking gradients: phase 1 of the backward stops there.
+
+    Without the cut, phase 1 runs on into the arguer's graph when one adapter plays both roles
+    (`shared`: its parameters are reached through the states) and frees it before phase 2.
+    """
+    return SpanStates(kv.spec, kv.lengths, {k: t.detach().requires_grad_(t.requires_grad)
+                                            for k, t in kv.tensors.items()})
 
 
 def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -86,6 +97,11 @@ def loss_and_probs(logits: torch.Tensor, labels: torch.Tensor, s: StepSettings):
 
 def forward(model, batch: Batch, s: StepSettings):
     """Loss per row, P1, P2, and the capture (None for text-only). No backward."""
+    if s.fast_path != "off":
+        from cot_transplant.train import fastpath  # it imports this module
+
+        if fastpath.applies(model, s, batch):
+            return fastpath.forward(model, batch, s)
     cap = _arguer_pass(model, batch, s) if s.transplants else None
     logits = chooser_logits(model, batch, s, cap.kv if cap is not None else None)
     loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
@@ -98,7 +114,13 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, e
     Returns (per-row loss, P1, P2) detached; a non-finite loss leaves .grad untouched.
     The `adversarial` variant runs `adversarial.adversarial_forward_backward` instead and
     appends its per-row arguer loss to the list `extra["arguer_loss"]` when `extra` is given.
+    With `s.fast_path` auto, `fastpath.train_forward_backward` runs instead where it is exact.
     """
+    if s.fast_path != "off":
+        from cot_transplant.train import fastpath  # it imports this module
+
+        if fastpath.applies(model, s, batch):
+            return fastpath.train_forward_backward(model, batch, s, scale, extra)
     if s.variant == "adversarial":
         from cot_transplant.train.adversarial import adversarial_forward_backward  # it imports this module
 
@@ -110,9 +132,10 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, e
     arguer_model, model = role_model(model, arguer_name), role_model(model, chooser_name)
     cap = _arguer_pass(arguer_model, batch, s) if s.transplants else None
     kv = cap.kv if cap is not None else None
+    leaf = leaves(kv) if kv is not None else None
     chooser = [p for _, p in adapter_params(model, chooser_name)]
     with active_adapter(model, chooser_name):
-        ctx = (inject_kv(model, batch.chooser_spans, kv, attention_mask=batch.chooser_mask, spec=s.spec)
+        ctx = (inject_kv(model, batch.chooser_spans, leaf, attention_mask=batch.chooser_mask, spec=s.spec)
                if kv is not None else contextlib.nullcontext())
         with ctx:
             logits = _last_logits(model, batch.chooser_ids, batch.chooser_mask)
@@ -123,7 +146,7 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, e
             if kv is None:
                 backward_to_states(total, _NO_STATES, chooser)
                 return loss.detach(), p1, p2
-            kv_grads = backward_to_states(total, kv, chooser)
+            kv_grads = backward_to_states(total, leaf, chooser)
     with active_adapter(arguer_model, arguer_name):
         # Capture hooks alive again so a checkpointed arguer layer recomputes the same graph.
         with capture_kv(arguer_model, batch.arguer_spans, attention_mask=batch.arguer_mask, spec=s.spec):

@@ -1,0 +1,266 @@
+"""The exact fast path (issue 11): the reference step's loss and gradients without its wasted work.
+
+The reference step (`step.py`) computes things no output reads:
+- the arguer runs the shared prefix (template + question) once per candidate, and the
+  tokens after each argument span (no span token reads them);
+- the chooser runs every layer at the candidate positions, although their keys and values
+  are overwritten in every layer, so no other position reads their hidden states.
+
+Here (index plans in `fastpath_plan.py`):
+- arguer: one packed row per example, [prefix | candidate 1 | candidate 2], the candidates
+  at their own positions, with a 4D mask in which each candidate sees the prefix and
+  itself, never the other candidate. Gradients reach the shared prefix from both.
+- chooser: only the non-candidate tokens run, at their original position ids. In every
+  layer the arguer's K/V (k_proj/v_proj outputs, before RoPE) enter the attention as extra
+  keys/values, rotated at the candidate positions, under the full sequence's causal pattern
+  (an attention function registered in transformers' `AttentionInterface`).
+- logits at the last position only, and the two-phase backward of the reference, so it
+  stays exact with gradient checkpointing.
+
+It applies when every layer's K and V are transplanted (`transplant.site: kv`, all layers;
+any `transplant.fraction`), to Llama, Mistral and Qwen2 with eager or sdpa attention,
+within a sliding window if the model has one, for every variant but text-only and
+adversarial. Elsewhere the reference runs and a one-line note says why (once per reason).
+With LoRA dropout > 0 the shared prefix draws one dropout mask for both candidates (the
+reference draws two): the same distribution per candidate, not the same random numbers.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from transformers import AttentionInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from cot_transplant.train.adapters import adapter_params, role_model, roles, trainable
+from cot_transplant.train.batches import Batch, position_ids
+from cot_transplant.train.fastpath_plan import ArguerPack, ChooserPlan, pack_arguer, plan_chooser
+from cot_transplant.train.step import StepSettings, leaves, loss_and_probs
+from cot_transplant.transplant import (SpanStates, active_adapter, backward_from_states, backward_to_states,
+                                       capture_kv)
+from cot_transplant.transplant.arch import decoder_layers, model_type
+
+FAMILIES = ("llama", "mistral", "qwen2")  # the attention code this path reproduces (RoPE on k_proj outputs)
+IMPLEMENTATIONS = ("eager", "sdpa")  # the ones that take a custom 4D mask
+ATTENTION = "cot_transplant_extra_kv"
+_NOTED: set[str] = set()
+
+
+# --- when it applies ------------------------------------------------------------------------------------
+
+
+def _config(model):
+    return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+
+
+def _implementation(model) -> str:
+    return _config(model)._attn_implementation or "eager"
+
+
+def _sliding_window(model) -> int | None:
+    config = _config(model)
+    types = getattr(config, "layer_types", None)
+    if types is not None and "sliding_attention" not in types:
+        return None
+    return getattr(config, "sliding_window", None)
+
+
+def blocker(model, s: StepSettings, batch: Batch | None = None) -> str | None:
+    """Why the fast path cannot run this step exactly (a short reason), or None when it can."""
+    if not s.transplants:
+        return "text-only: no transplant, nothing to skip"
+    if s.variant == "adversarial":
+        return "the adversarial step has its own backward"
+    if s.spec.site != "kv":
+        return f"transplant.site={s.spec.site}: the chooser's own K or V is still read at the candidate positions"
+    for name in dict.fromkeys(roles(s.variant)):
+        m = role_model(model, name)
+        kind, impl = model_type(m), _implementation(m)
+        if kind not in FAMILIES:
+            return f"model type {kind!r} (supported: {', '.join(FAMILIES)})"
+        if impl not in IMPLEMENTATIONS:
+            return f"attn_implementation={impl} takes no custom mask (use {' or '.join(IMPLEMENTATIONS)})"
+        if s.spec.layers is not None and set(s.spec.layers) != set(range(len(decoder_layers(m)[1]))):
+            return "transplant.layers: the untransplanted layers still read the candidate positions"
+        window = _sliding_window(m)
+        if window is not None and batch is not None and max(batch.arguer_ids.shape[1],
+                                                            batch.chooser_ids.shape[1]) > window:
+            return f"a sequence is longer than the sliding window ({window} tokens)"
+    return None
+
+
+def applies(model, s: StepSettings, batch: Batch | None = None) -> bool:
+    """True when `s.fast_path` is auto and the fast path is exact here; else prints why (once per reason)."""
+    if s.fast_path == "off":
+        return False
+    reason = blocker(model, s, batch)
+    if reason is not None and reason not in _NOTED:
+        _NOTED.add(reason)
+        print(f"cot-transplant: note: fast path off ({reason}); using the reference step", file=sys.stderr,
+              flush=True)
+    return reason is None
+
+
+# --- attention with extra keys/values -------------------------------------------------------------------
+
+
+@dataclass
+class ExtraKV:
+    """The transplanted states as each layer's extra keys/values: gathered, shaped and rotated per layer."""
+
+    states: SpanStates  # tensors[("k"|"v", layer)]: (N, D) before RoPE
+    index: torch.Tensor  # (B * Nc,) flat state token of each slot
+    cos: torch.Tensor  # (B, Nc, head_dim) rotary embedding at each slot's position in the chooser
+    sin: torch.Tensor
+    attention: Callable  # the model's own attention function (eager or sdpa)
+
+    def layer(self, module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, kv_heads, Nc, head_dim) keys (rotated) and values for `module`'s layer."""
+        batch, slots = self.cos.shape[:2]
+
+        def take(key: str) -> torch.Tensor:
+            flat = self.states.tensors[(key, module.layer_idx)].index_select(0, self.index)  # (B * Nc, D)
+            return flat.to(dtype).view(batch, slots, -1, module.head_dim).transpose(1, 2)
+
+        keys = take("k")
+        _, keys = _rope(module)(keys, keys, self.cos.to(dtype), self.sin.to(dtype))
+        return keys, take("v")
+
+
+def _rope(module) -> Callable:
+    """The family's own `apply_rotary_pos_emb` (from the attention module's modeling file)."""
+    return sys.modules[type(module).__module__].apply_rotary_pos_emb
+
+
+def extra_kv_attention(module, query, key, value, attention_mask, *, transplant_kv: ExtraKV | None = None,
+                       **kwargs):
+    """The model's attention over [extra keys | own keys]; `attention_mask` is the plan's (B, 1, Tq, Nc + Tq)."""
+    if transplant_kv is None:
+        raise RuntimeError(f"attention '{ATTENTION}' needs the transplant_kv argument (fast path only)")
+    extra_k, extra_v = transplant_kv.layer(module, key.dtype)
+    key = torch.cat([extra_k, key], dim=2)
+    value = torch.cat([extra_v, value], dim=2)
+    return transplant_kv.attention(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(ATTENTION, extra_kv_attention)
+
+
+def _attention_function(model, impl: str) -> Callable:
+    if impl == "sdpa":
+        return ALL_ATTENTION_FUNCTIONS["sdpa"]
+    attn = decoder_layers(model)[1][0].self_attn
+    return sys.modules[type(attn).__module__].eager_attention_forward
+
+
+@contextmanager
+def extra_kv_attention_on(model) -> Iterator[str]:
+    """Route `model`'s attention through `extra_kv_attention` for the block; yields the implementation it had."""
+    configs = list({id(layer.self_attn.config): layer.self_attn.config for layer in decoder_layers(model)[1]}.values())
+    previous = [(c, c._attn_implementation) for c in configs]
+    impl = _implementation(model)
+    try:
+        for c in configs:
+            c._attn_implementation = ATTENTION
+        yield impl
+    finally:
+        for c, value in previous:
+            c._attn_implementation = value
+
+
+def attention_mask_4d(allowed: torch.Tensor, impl: str, dtype: torch.dtype) -> torch.Tensor:
+    """(B, Tq, Tk) bool -> (B, 1, Tq, Tk): bool for sdpa, additive (0 / dtype min) for eager."""
+    allowed = allowed[:, None]
+    if impl == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed,
+                                                                                      torch.finfo(dtype).min)
+
+
+def _body(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "model", base)
+
+
+def _compute_dtype(model) -> torch.dtype:
+    return model.get_input_embeddings().weight.dtype
+
+
+# --- the two passes -------------------------------------------------------------------------------------
+
+
+def arguer_pass(model, pack: ArguerPack, s: StepSettings):
+    """Run the packed arguer rows with the arguer adapter; return the capture (K/V not detached).
+
+    Entries come out in the reference's order (row 0 cand 1, row 0 cand 2, ...).
+    """
+    arguer_name = roles(s.variant)[0]
+    model = role_model(model, arguer_name)
+    grad = arguer_name in trainable(s.variant) and torch.is_grad_enabled()
+    mask = attention_mask_4d(pack.allowed, _implementation(model), _compute_dtype(model))
+    with active_adapter(model, arguer_name), torch.set_grad_enabled(grad):
+        with capture_kv(model, pack.spans, attention_mask=pack.mask, spec=s.spec) as cap:
+            _body(model)(input_ids=pack.ids, attention_mask=mask, position_ids=pack.position_ids, use_cache=False)
+    return cap
+
+
+def chooser_logits(model, plan: ChooserPlan, full_positions: torch.Tensor, kv: SpanStates, impl: str) -> torch.Tensor:
+    """Last-position logits (B, V) of the kept chooser tokens with `kv` as extra keys/values.
+
+    Run it inside `extra_kv_attention_on(model)` (which yields `impl`), with the chooser adapter active.
+    """
+    dtype = _compute_dtype(model)
+    rotary = _body(model).rotary_emb
+    # One rotary call over the full positions: what the reference's rotation of these keys used.
+    cos, sin = rotary(torch.empty(0, dtype=dtype, device=full_positions.device), full_positions)  # (B, Tc, hd)
+    extra = ExtraKV(kv, plan.state_index, cos[plan.extra_rows, plan.extra_cols], sin[plan.extra_rows, plan.extra_cols],
+                    _attention_function(model, impl))
+    out = model(input_ids=plan.ids, attention_mask=attention_mask_4d(plan.allowed, impl, dtype),
+                position_ids=plan.position_ids, logits_to_keep=1, use_cache=False, transplant_kv=extra)
+    return out.logits[:, -1, :].float()
+
+
+# --- the step -------------------------------------------------------------------------------------------
+
+
+def forward(model, batch: Batch, s: StepSettings):
+    """As `step.forward`: loss per row, P1, P2, and the capture (its entries in the reference's order)."""
+    pack, plan = pack_arguer(batch), plan_chooser(batch)
+    cap = arguer_pass(model, pack, s)
+    chooser_name = roles(s.variant)[1]
+    chooser_model = role_model(model, chooser_name)
+    with active_adapter(chooser_model, chooser_name), extra_kv_attention_on(chooser_model) as impl:
+        logits = chooser_logits(chooser_model, plan, position_ids(batch.chooser_mask), cap.kv, impl)
+    loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
+    return loss, p1, p2, cap
+
+
+def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, extra: dict | None = None):
+    """As `step.train_forward_backward`: forward, then the two-phase backward of `scale * sum(loss)` into .grad.
+
+    Returns (per-row loss, P1, P2) detached; a non-finite loss leaves .grad untouched.
+    `extra` is accepted for the signature (only the adversarial step fills it; it runs the reference).
+    """
+    arguer_name, chooser_name = roles(s.variant)
+    arguer_model, chooser_model = role_model(model, arguer_name), role_model(model, chooser_name)
+    pack, plan = pack_arguer(batch), plan_chooser(batch)
+    kv = arguer_pass(arguer_model, pack, s).kv
+    leaf = leaves(kv)
+    chooser = [p for _, p in adapter_params(chooser_model, chooser_name)]
+    with active_adapter(chooser_model, chooser_name), extra_kv_attention_on(chooser_model) as impl:
+        logits = chooser_logits(chooser_model, plan, position_ids(batch.chooser_mask), leaf, impl)
+        loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
+        total = loss.sum() * scale
+        if not torch.isfinite(total):
+            return loss.detach(), p1, p2
+        # Inside the block: a checkpointed chooser layer recomputes through the same attention.
+        kv_grads = backward_to_states(total, leaf, chooser)
+    with active_adapter(arguer_model, arguer_name):
+        # Capture hooks alive again so a checkpointed arguer layer recomputes the same graph.
+        with capture_kv(arguer_model, pack.spans, attention_mask=pack.mask, spec=s.spec):
+            backward_from_states(kv, kv_grads)
+    return loss.detach(), p1, p2

@@ -1,0 +1,144 @@
+"""Index plans of the fast path: which tokens each pass runs, at which positions, seeing which keys.
+
+Pure functions of a `Batch` (no model): the arguer's packed rows and the chooser's kept
+positions with their extra keys, each with the boolean attention pattern (B, Tq, Tk) of
+the reference's full passes restricted to what runs. Padding is on the left, as in
+`collate`; a padding query sees only itself, so no softmax row is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cot_transplant.train.batches import Batch, position_ids
+
+
+@dataclass
+class ArguerPack:
+    """One row per example: [shared prefix | candidate 1 | candidate 2], left-padded."""
+
+    ids: torch.Tensor  # (B, T)
+    mask: torch.Tensor  # (B, T) 1 = token
+    position_ids: torch.Tensor  # (B, T) each candidate continues the prefix at the prefix's length
+    allowed: torch.Tensor  # (B, T, T) bool: query t sees key u
+    spans: list[list[tuple[int, int]]]  # B rows x [candidate 1's span, candidate 2's span]
+
+
+@dataclass
+class ChooserPlan:
+    """The chooser's non-candidate tokens, left-padded, and the candidate slots that enter as extra keys."""
+
+    ids: torch.Tensor  # (B, Tk)
+    mask: torch.Tensor  # (B, Tk)
+    position_ids: torch.Tensor  # (B, Tk) the original position of every kept token
+    allowed: torch.Tensor  # (B, Tk, Nc + Tk) bool: extra keys first, then the kept tokens' own
+    state_index: torch.Tensor  # (B * Nc,) flat state token of each extra key slot (0 in padding slots)
+    extra_rows: torch.Tensor  # (B, Nc) row and column in the padded chooser batch of each extra key,
+    extra_cols: torch.Tensor  # (B, Nc)   to read its rotary embedding there
+    extra_keys: int  # Nc
+
+
+def _real(ids: torch.Tensor, mask: torch.Tensor, spans: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
+    """One left-padded row as its real ids and its spans in unpadded coordinates."""
+    offset = int(mask.shape[0] - mask.sum())
+    return ids[offset:].tolist(), [(s - offset, e - offset) for s, e in spans]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _left_pad(rows: list[list[int]], fill: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def pack_arguer(batch: Batch, pad_id: int = 0) -> ArguerPack:
+    """The arguer rows of `batch` packed two candidates to a row.
+
+    Candidate j's prompt is ids_j[:P] + ids_j[P:e_j] with P the longest common prefix of
+    the two prompts before their spans (template + question; with `shift`, the span starts
+    on the prefix's last token, which then belongs to the candidates). Tokens after a span
+    end are dropped: no span token reads them. Each candidate's tokens keep their positions
+    and see the prefix and their own earlier tokens, never the other candidate's: the same
+    attention as two separate rows, with the prefix computed once.
+    """
+    rows, positions, segments, spans = [], [], [], []
+    for b in range(batch.chooser_ids.shape[0]):
+        (ids1, ((s1, e1),)), (ids2, ((s2, e2),)) = (
+            _real(batch.arguer_ids[r], batch.arguer_mask[r], batch.arguer_spans[r]) for r in (2 * b, 2 * b + 1))
+        p = _common_prefix(ids1[:s1], ids2[:s2])
+        rows.append(ids1[:e1] + ids2[p:e2])
+        positions.append(list(range(e1)) + list(range(p, e2)))
+        segments.append([0] * p + [1] * (e1 - p) + [2] * (e2 - p))
+        spans.append([(s1, e1), (e1 + s2 - p, e1 + e2 - p)])
+    ids = _left_pad(rows, pad_id)  # (B, T)
+    width = ids.shape[1]
+    offsets = [width - len(r) for r in rows]
+    mask = _left_pad([[1] * len(r) for r in rows], 0)
+    pos = _left_pad(positions, 0)
+    seg = _left_pad(segments, -1)  # (B, T); -1 = padding
+    causal = torch.ones(width, width, dtype=torch.bool).tril()  # (T, T)
+    same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])  # key in the prefix or in the query's part
+    allowed = causal & same & (seg[:, None, :] >= 0) & (seg[:, :, None] >= 0)
+    allowed |= torch.eye(width, dtype=torch.bool) & (seg[:, :, None] < 0)  # padding sees itself
+    spans = [[(s + o, e + o) for s, e in row] for row, o in zip(spans, offsets)]
+    device = batch.arguer_ids.device
+    return ArguerPack(ids.to(device), mask.to(device), pos.to(device), allowed.to(device), spans)
+
+
+def plan_chooser(batch: Batch, pad_id: int = 0) -> ChooserPlan:
+    """The chooser's kept tokens (every real token outside the transplant spans) and its extra keys.
+
+    Extra key j of row b is that row's j-th transplanted token (its spans in order, which
+    is the order of the captured states), at its original column; a kept query sees it when
+    its position is lower, and sees the kept keys causally, as in the full sequence.
+    """
+    n_rows, width = batch.chooser_ids.shape
+    full_pos = position_ids(batch.chooser_mask).cpu()  # (B, Tc)
+    kept_rows, kept_pos, extra_cols, state_index = [], [], [], []
+    flat = 0
+    for b in range(n_rows):
+        cols = [c for s, e in batch.chooser_spans[b] for c in range(s, e)]
+        taken = set(cols)
+        real = batch.chooser_mask[b].cpu().bool().tolist()
+        kept = [c for c in range(width) if real[c] and c not in taken]
+        kept_rows.append(batch.chooser_ids[b].cpu()[kept].tolist())
+        kept_pos.append(full_pos[b, kept].tolist())
+        extra_cols.append(cols)
+        state_index.append(list(range(flat, flat + len(cols))))
+        flat += len(cols)
+    ids = _left_pad(kept_rows, pad_id)  # (B, Tk)
+    mask = _left_pad([[1] * len(r) for r in kept_rows], 0)
+    pos = _left_pad(kept_pos, 0)
+    n_keep, n_extra = ids.shape[1], max(len(c) for c in extra_cols)
+    cols = torch.tensor([c + [0] * (n_extra - len(c)) for c in extra_cols], dtype=torch.long)  # (B, Nc)
+    valid = torch.tensor([[1] * len(c) + [0] * (n_extra - len(c)) for c in extra_cols], dtype=torch.bool)
+    index = torch.tensor([i + [0] * (n_extra - len(i)) for i in state_index], dtype=torch.long).reshape(-1)
+    extra_rows = torch.arange(n_rows)[:, None].expand(n_rows, n_extra)
+    extra_pos = full_pos[extra_rows, cols]  # (B, Nc)
+    real_q = mask.bool()[:, :, None]  # (B, Tk, 1)
+    sees_extra = valid[:, None, :] & (extra_pos[:, None, :] < pos[:, :, None]) & real_q  # (B, Tk, Nc)
+    causal = torch.ones(n_keep, n_keep, dtype=torch.bool).tril()
+    sees_own = causal & mask.bool()[:, None, :] & real_q
+    sees_own |= torch.eye(n_keep, dtype=torch.bool) & ~real_q  # padding sees itself
+    device = batch.chooser_ids.device
+    return ChooserPlan(ids.to(device), mask.to(device), pos.to(device),
+                       torch.cat([sees_extra, sees_own], dim=2).to(device), index.to(device),
+                       extra_rows.to(device), cols.to(device), n_extra)
+
+
+def fast_shapes(batch: Batch) -> tuple[int, int, int]:
+    """(packed arguer length, kept chooser length, extra keys) of `batch` on the fast path (bench FLOPs)."""
+    pack, plan = pack_arguer(batch), plan_chooser(batch)
+    return pack.ids.shape[1], plan.ids.shape[1], plan.extra_keys

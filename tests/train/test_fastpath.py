@@ -1,0 +1,155 @@
+"""The fast path equals the reference step: probabilities, loss and every LoRA gradient of both adapters."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from cot_transplant.train import fastpath, step
+from cot_transplant.train.adapters import adapter_params, trainable
+from cot_transplant.train.batches import collate
+from cot_transplant.train.fastpath_plan import pack_arguer, plan_chooser
+from cot_transplant.train.setup import setup
+from train_helpers import tiny_cfg
+
+
+def _vary_lengths(rows):
+    """Questions and arguments of clearly different lengths, so one batch holds a lot of padding."""
+    out = []
+    for i, r in enumerate(rows):
+        k = i % 3
+        out.append(dataclasses.replace(
+            r, question=r.question + " Count carefully." * 4 * k,
+            correct_argument=r.correct_argument + " Check: ok." * 3 * k,
+            incorrect_argument=r.incorrect_argument + " Check: fine." * (3 - k)))
+    return out
+
+
+def _session(tiny_rows, *overrides):
+    tiny_rows["transform"] = _vary_lengths
+    session = setup(tiny_cfg(*overrides))
+    # Nonzero LoRA B in both adapters (different draws), so each adapter changes what the other sees.
+    torch.manual_seed(3)
+    for name in ("arguer", "chooser", "shared"):
+        for n, p in adapter_params(session.model, name):
+            if "lora_B" in n:
+                p.data.normal_(0, 0.05)
+    return session
+
+
+def _batch(session, n=3):
+    ex = sorted(session.examples["train"], key=lambda e: e.n_tokens)
+    rows = [ex[0], ex[-1], ex[len(ex) // 2]][:n]
+    assert len({e.n_tokens for e in rows}) == len(rows)
+    batch = collate(rows, session.tokenizer.pad_token_id, session.cfg.transplant.fraction)
+    assert (batch.chooser_mask == 0).any() and (batch.arguer_mask == 0).any()
+    return batch
+
+
+def _run(fn, session, batch, settings):
+    session.model.zero_grad(set_to_none=True)
+    loss, p1, p2 = fn(session.model, batch, settings, 0.5)
+    grads = {n: p.grad.clone() for n, p in session.model.named_parameters() if p.grad is not None}
+    return loss, p1, p2, grads
+
+
+def assert_fast_equals_reference(session, batch):
+    ref_settings = dataclasses.replace(session.settings, fast_path="off")
+    ref = _run(step.train_forward_backward, session, batch, ref_settings)
+    fast = _run(fastpath.train_forward_backward, session, batch, ref_settings)
+    for a, b, what in zip(ref[:3], fast[:3], ("loss", "P1", "P2")):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7, msg=what)
+    assert ref[3].keys() == fast[3].keys()
+    names = list(ref[3])
+    assert all(any(f".{a}." in n for n in names) for a in trainable(session.cfg.variant))
+    for n in names:
+        assert ref[3][n].abs().max() > 0, n
+        torch.testing.assert_close(fast[3][n], ref[3][n], rtol=1e-4, atol=1e-6 * ref[3][n].abs().max().item(),
+                                   msg=n)
+    # The eval forward too, without gradients.
+    with torch.no_grad():
+        ref_fwd = step.forward(session.model, batch, ref_settings)
+        fast_fwd = fastpath.forward(session.model, batch, ref_settings)
+    for a, b in zip(ref_fwd[:3], fast_fwd[:3]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+    for k, t in ref_fwd[3].kv.tensors.items():
+        torch.testing.assert_close(fast_fwd[3].kv.tensors[k], t, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["tiny-llama", "tiny-qwen2"])
+def test_fast_path_equals_reference(tiny_rows, family):
+    session = _session(tiny_rows, f"model.name={family}")
+    assert_fast_equals_reference(session, _batch(session))
+
+
+@pytest.mark.parametrize("overrides", [
+    ("model.gradient_checkpointing=true",),
+    ("transplant.fraction=0.5",),
+    ("variant=swapped-kv", "transplant.shift=false"),
+    ("variant=shared",),
+    ("model.residual_dtype=float64", "model.name=tiny-qwen2"),
+])
+def test_fast_path_equals_reference_in_other_settings(tiny_rows, overrides):
+    session = _session(tiny_rows, *overrides)
+    assert_fast_equals_reference(session, _batch(session, 2))
+
+
+def test_fast_path_with_sdpa_attention(tiny_rows):
+    session = _session(tiny_rows)
+    session.model.get_base_model().config._attn_implementation = "sdpa"
+    assert_fast_equals_reference(session, _batch(session))
+
+
+def test_auto_selects_the_fast_path_and_off_the_reference(tiny_rows, monkeypatch):
+    session = _session(tiny_rows)
+    assert session.settings.fast_path == "auto"
+    calls = []
+    monkeypatch.setattr(fastpath, "train_forward_backward", lambda *a, **k: calls.append("fast") or (None,) * 3)
+    batch = _batch(session, 2)
+    step.train_forward_backward(session.model, batch, session.settings, 1.0)
+    assert calls == ["fast"]
+    step.train_forward_backward(session.model, batch, dataclasses.replace(session.settings, fast_path="off"), 1.0)
+    assert calls == ["fast"]
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    (("transplant.site=k",), "transplant.site=k"),
+    (("transplant.layers=[1]",), "transplant.layers"),
+    (("variant=text-only",), "text-only"),
+])
+def test_reference_with_a_note_where_it_does_not_apply(tiny_rows, capsys, monkeypatch, overrides, reason):
+    monkeypatch.setattr(fastpath, "_NOTED", set())
+    session = _session(tiny_rows, *overrides)
+    batch = _batch(session, 2)
+    assert not fastpath.applies(session.model, session.settings, batch)
+    assert not fastpath.applies(session.model, session.settings, batch)
+    err = capsys.readouterr().err
+    assert err.count("fast path off") == 1 and reason in err
+
+
+def test_config_switch(tiny_rows):
+    from cot_transplant.errors import UserError
+
+    assert tiny_cfg().train.fast_path == "auto"
+    assert tiny_cfg("train.fast_path=off").train.fast_path == "off"  # YAML reads a bare off as false
+    with pytest.raises(UserError, match="train.fast_path"):
+        tiny_cfg("train.fast_path=fast")
+
+
+def test_plans_skip_the_candidates_and_share_the_prefix(tiny_rows):
+    session = _session(tiny_rows)
+    batch = _batch(session)
+    pack, plan = pack_arguer(batch), plan_chooser(batch)
+    for b in range(batch.chooser_ids.shape[0]):
+        (s1, e1), (s2, e2) = batch.chooser_spans[b]
+        real = int(batch.chooser_mask[b].sum())
+        assert int(plan.mask[b].sum()) == real - (e1 - s1) - (e2 - s2)
+        # The packed arguer row: one prefix and both candidates, shorter than the two prompts together.
+        lengths = [int(batch.arguer_mask[2 * b + j].sum()) for j in (0, 1)]
+        assert int(pack.mask[b].sum()) < sum(lengths)
+        (p1, q1), (p2, q2) = pack.spans[b]
+        assert q1 - p1 == e1 - s1 and q2 - p2 == e2 - s2
+        # Candidate 2 never sees candidate 1.
+        assert not pack.allowed[b, p2:q2, p1:q1].any()
+    # Padding makes no row empty.
+    assert pack.allowed.any(-1).all() and plan.allowed.any(-1).all()
