@@ -10,6 +10,7 @@ is rebuilt, never loaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -56,9 +57,20 @@ def _sha256(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) within a process."""
+    return _sha256(Path(path))
+
+
+def _stat_sha256(path: Path) -> str:
+    st = path.stat()
+    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
 def bundled_cache_dir() -> Path:
     """The cache entry of the bundled model (may not exist yet)."""
-    return cache_root() / "models" / f"smollm2-{_sha256(bundled_gguf())[:16]}"
+    return cache_root() / "models" / f"smollm2-{_stat_sha256(bundled_gguf())[:16]}"
 
 
 def cache_entry_valid(entry: Path) -> bool:
@@ -67,7 +79,7 @@ def cache_entry_valid(entry: Path) -> bool:
         manifest = json.loads((entry / MANIFEST).read_text())
         for name, meta in manifest["files"].items():
             path = entry / name
-            if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
+            if path.stat().st_size != meta["size"] or _stat_sha256(path) != meta["sha256"]:
                 return False
         return bool(manifest["files"])
     except (OSError, ValueError, KeyError, TypeError):
