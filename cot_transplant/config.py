@@ -106,7 +106,7 @@ class TrainConfig:
     log_every: int = 1  # optimizer steps between train log lines
     max_nonfinite: int = 5  # consecutive non-finite losses that stop the run
     oom_split: bool = False  # on out-of-memory, retry the sub-batch split in half (else count and skip)
-    fast_path: str | bool = "auto"  # auto: the exact fast path where it applies (docs/fastpath.md) | off: reference step
+    fast_path: str | bool = "auto"  # auto: the exact fast path where it applies (docs/fastpath.md) | off: reference
     bucket_by_length: bool = True  # sub-batches of similar length within each optimizer step: less padding, same sum
     optim: OptimConfig = field(default_factory=OptimConfig)
 

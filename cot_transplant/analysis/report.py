@@ -43,7 +43,7 @@ def load_source(path: Path) -> Source:
     if (path / "sweep.json").is_file():
         sweep = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
         runs = [(c["label"], path / r["name"]) for c in sweep["combinations"] for r in c["runs"]
-                if r["status"] == "complete"]
+                if r["status"] == "complete" and (path / r["name"] / "config.yaml").is_file()]
         return Source("sweep", path, path.name, runs, sweep)
     if (path / "sweep.yaml").is_file():
         raise UserError(f"{path}: a sweep without sweep.json; aggregate it with `cot-transplant sweep --resume {path}`")

@@ -266,7 +266,9 @@ def probes_section(paths: list[Path]) -> Section:
                          "n/a" if not best or best.get("auroc_shuffled") is None else f"{best['auroc_shuffled']:.3f}",
                          "n/a" if last.get("auroc") is None else f"{last['auroc']:.3f}"])
         s.blocks.append(Table(["features", "best layer", "AUROC there (mean +- sd over folds)",
-                               "shuffled labels there", "last layer"], rows, caption="probe AUROC"))
+                               "shuffled labels there", "last layer"], rows,
+                              caption="probe AUROC (the best of many layers is optimistic: read it against the "
+                                      "shuffled-label control and the curve)"))
         png = path.parent / "probe.png"
         data = png.read_bytes() if png.is_file() else plot_probes(r, io.BytesIO()).getvalue()
         s.blocks.append(Figure(data, "AUROC of correct vs incorrect per layer", f"probe-{path.parent.name}"))

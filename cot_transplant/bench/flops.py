@@ -19,8 +19,8 @@ so each linear layer costs one forward for its input gradient; the adapters add 
 weight gradients (2 * P_lora per token); the attention products have two activation
 operands, so their backward is twice their forward. Not counted: element-wise work
 (norms, RoPE, softmax, activations, the loss). Counted although autograd may skip it:
-input gradients below the lowest adapter and, in the reference arguer pass, the last
-layer's work after its k/v projections (at most ~1/layers of a pass).
+input gradients below the lowest adapter and, in a transplanting path's arguer pass, the
+last layer's work after its k/v projections (at most ~1/layers of a pass).
 """
 
 from __future__ import annotations
@@ -107,6 +107,11 @@ class BatchShape:
     rows: int
     arguer_len: int
     chooser_len: int
+    # The fast path's shapes (train/fastpath_plan.py): packed arguer rows (one per example), kept chooser
+    # tokens, and the transplanted tokens they attend to as extra keys.
+    packed_arguer_len: int = 0
+    kept_chooser_len: int = 0
+    extra_keys: int = 0
 
 
 @dataclass(frozen=True)

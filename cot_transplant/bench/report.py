@@ -44,7 +44,8 @@ def format_report(result: dict) -> str:
         lines.append(f"matmul {src['matmul']['n']}x{src['matmul']['n']} fp32: "
                      f"{src['matmul']['flop_per_s'] / 1e9:.2f} GFLOP/s (median)")
         for pair, r in src["ratios"].items():
-            lines.append(f"{pair}: {r['ratio']:.2f}x  (per round {r['per_round_min']:.2f}-{r['per_round_max']:.2f}x)")
+            lines.append(f"{pair}: {r['ratio']:.2f}x  (per round {r['per_round_min']:.2f}-{r['per_round_max']:.2f}x; "
+                         f"fastest rounds {r['ratio_of_best']:.2f}x)")
     lines += ["", f"process peak RSS {result['peak_rss_bytes'] / MIB:.0f} MiB; wall {result['wall_s']:.0f} s"
               + _cpu_note(result)]
     return "\n".join(lines)
@@ -57,6 +58,5 @@ def _cpu_note(result: dict) -> str:
         return ""
     note = f"; CPU use {share:.0%} of {result['cpu_threads']} threads' time"
     if share < 0.8:
-        note += (f" (the cores were shared: absolute figures are low; ~{result['cpu_s'] / result['cpu_threads']:.0f} s "
-                 "of free cores)")
+        note += " (the cores were shared: absolute figures are low and rounds vary; read the per-round ranges)"
     return note

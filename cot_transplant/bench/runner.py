@@ -8,7 +8,9 @@ each round (so no path always runs first, or right after the matmul). The first
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import os
 import resource
 import statistics
@@ -120,6 +122,22 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
+@functools.lru_cache(maxsize=None)
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by earlier work back to the OS (glibc keeps freed heap pages mapped), so a
+    path's RSS peak is its own and not a previous path's high-water mark. A no-op without glibc."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -127,6 +145,8 @@ def _sync(device: torch.device) -> None:
 
 def timed(fn: Callable[[], None], device: torch.device) -> tuple[float, int | None]:
     """Wall seconds of `fn()` (device work included) and the peak memory during it."""
+    if device.type == "cpu":
+        release_freed_memory()
     _sync(device)
     with PeakMemory(device) as mem:
         t0 = time.perf_counter()
@@ -260,7 +280,8 @@ def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...],
 
 
 def ratios(paths: tuple[StepPath, ...], times: Timings) -> dict:
-    """Train samples/s of each later path over each earlier one: the ratio of medians, and its per-round range."""
+    """Train samples/s of each later path over each earlier one: the ratio of medians, its per-round range,
+    and the ratio of the two paths' fastest rounds (the least disturbed by other load)."""
     out = {}
     for i, earlier in enumerate(paths):
         for later in paths[i + 1:]:
@@ -268,7 +289,8 @@ def ratios(paths: tuple[StepPath, ...], times: Timings) -> dict:
             per_round = [e / l for e, l in zip(t_e, t_l)]  # same round: paired under the same load
             out[f"{later.name} vs {earlier.name}"] = {
                 "ratio": statistics.median(t_e) / statistics.median(t_l),
-                "per_round_min": min(per_round), "per_round_max": max(per_round)}
+                "per_round_min": min(per_round), "per_round_max": max(per_round),
+                "ratio_of_best": min(t_e) / min(t_l)}
     return out
 
 

@@ -9,6 +9,8 @@ Each path is one way to run the same joint step on the same batch:
   (span capture, span inject, last-position logits, two-phase backward).
 - `plain-lora`: no transplant; the arguer rows and chooser rows as ordinary LoRA passes
   (last-position logits, loss on each), one backward: the cost floor of these tokens.
+- `fast`: the exact fast path, `cot_transplant.train.fastpath.train_forward_backward`
+  (shared arguer prefix, chooser without the candidate positions, last-position logits).
 
 A new path (e.g. a fast path) is one more `StepPath` in `STEP_PATHS`, with its FLOP
 plan; the runner and the table pick it up. Order matters: ratios read "later vs earlier".
@@ -23,9 +25,11 @@ from typing import Callable, Iterator
 
 import torch
 
-from cot_transplant.bench.flops import BatchShape, ModelDims, StepFlops, passes_flops
+from cot_transplant.bench.flops import BatchShape, ModelDims, StepFlops, flops_backward, flops_forward, passes_flops
+from cot_transplant.train import fastpath
 from cot_transplant.train.adapters import roles
 from cot_transplant.train.batches import Batch, position_ids
+from cot_transplant.train.fastpath_plan import fast_shapes
 from cot_transplant.train.step import StepSettings, forward, loss_and_probs, train_forward_backward
 from cot_transplant.transplant import active_adapter
 from cot_transplant.transplant.arch import resolve_sites
@@ -43,8 +47,10 @@ class StepPath:
 
 
 def shape_of(batch: Batch) -> BatchShape:
+    packed, kept, extra = fast_shapes(batch)
     return BatchShape(rows=batch.chooser_ids.shape[0], arguer_len=batch.arguer_ids.shape[1],
-                      chooser_len=batch.chooser_ids.shape[1])
+                      chooser_len=batch.chooser_ids.shape[1], packed_arguer_len=packed, kept_chooser_len=kept,
+                      extra_keys=extra)
 
 
 # --- reference ------------------------------------------------------------------------------------------
@@ -156,6 +162,31 @@ def _plain_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
                         chooser_grad_logits=1, backward=train)
 
 
+# --- fast path ------------------------------------------------------------------------------------------
+
+
+def _fast_train(model, batch: Batch, s: StepSettings) -> None:
+    fastpath.train_forward_backward(model, batch, s, scale=1.0)
+
+
+def _fast_eval(model, batch: Batch, s: StepSettings) -> None:
+    fastpath.forward(model, batch, s)
+
+
+def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
+    # Arguer: one packed row per example, no LM head. Chooser: the kept tokens, logits at the last one; its
+    # queries also meet the extra keys: QK^T and PV over kept x extra, twice that in backward.
+    arguer_fwd = flops_forward(shape.packed_arguer_len, dims, 0)
+    chooser_fwd = flops_forward(shape.kept_chooser_len, dims, 1)
+    extra = 4 * dims.layers * dims.heads * dims.head_dim * shape.kept_chooser_len * shape.extra_keys
+    fwd = shape.rows * (arguer_fwd + chooser_fwd + extra)
+    if not train:
+        return StepFlops(fwd, 0)
+    bwd = shape.rows * (flops_backward(shape.packed_arguer_len, dims, 0)
+                        + flops_backward(shape.kept_chooser_len, dims, 1) + 2 * extra)
+    return StepFlops(fwd, bwd)
+
+
 # --- registry -------------------------------------------------------------------------------------------
 
 
@@ -175,6 +206,8 @@ STEP_PATHS: tuple[StepPath, ...] = registry(
              _reference_train, _reference_eval, _reference_flops),
     StepPath("plain-lora", "no transplant: arguer and chooser rows as ordinary LoRA passes, last-position loss",
              _plain_train, _plain_eval, _plain_flops),
+    StepPath("fast", "exact fast path: arguer prefix shared by both candidates, chooser skips the candidate "
+             "positions (transplanted K/V as extra keys), last-position logits", _fast_train, _fast_eval, _fast_flops),
 )
 
 

@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. prompt.template=chat lora.r=8")
     p.add_argument("--quick", action="store_true",
                    help="1 row, 3 measured rounds after 1 warm-up, the compact chat template, one source "
-                        "(the --data rows if given, else synthetic ones): about 3 minutes on 2 free CPU cores")
+                        "(the --data rows if given, else synthetic ones): under 3 minutes on 2 free CPU cores")
     p.add_argument("--data", metavar="PATH", help="also measure a seeded sample of this data file's rows")
     p.add_argument("--rows", type=_positive, metavar="N", help="rows per source (default 4; --quick 1)")
     p.add_argument("--repeats", type=_positive, metavar="R", help="measured rounds (default 5; --quick 3)")

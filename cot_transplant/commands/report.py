@@ -3,12 +3,9 @@ metadata) and `report` (one self-contained HTML page from runs and sweeps)."""
 
 from __future__ import annotations
 
-from cot_transplant.commands import positive_int
-
-import argparse
 from pathlib import Path
 
-
+from cot_transplant.commands import positive_int
 
 
 def register(sub) -> None:

@@ -82,6 +82,11 @@ def cut_span(span: tuple[int, int], fraction: float) -> tuple[int, int]:
     return start, start + max(1, math.ceil(fraction * (end - start)))
 
 
+def by_length(indices: list[int], examples: list[Example]) -> list[int]:
+    """`indices` in the order of their examples' token counts (stable), so neighbours batch with little padding."""
+    return sorted(indices, key=lambda i: examples[i].n_tokens)
+
+
 @dataclass
 class Batch:
     row_ids: list[int]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cot_transplant.train import rundir
-from cot_transplant.train.batches import collate
+from cot_transplant.train.batches import by_length, collate
 from cot_transplant.train.metrics import eval_metrics, prefix
 from cot_transplant.train.setup import Session
 from cot_transplant.train.step import forward
@@ -26,6 +26,9 @@ def predict(session: Session, split: str, fraction: float | None = None, dist=No
     cfg, model = session.cfg, session.model
     fraction = cfg.transplant.fraction if fraction is None else fraction
     examples = session.examples[split] if dist is None else dist.shard(session.examples[split])
+    # Batches of similar lengths (less padding); the outputs go back to this order below.
+    order = by_length(list(range(len(examples))), examples)
+    examples = [examples[i] for i in order]
     out = {"row_id": [], "p_cand1": [], "p_cand2": [], "label": [], "argument_choice": [], "loss": []}
     was_training = model.training
     model.eval()
@@ -48,6 +51,8 @@ def predict(session: Session, split: str, fraction: float | None = None, dist=No
                 out["loss"] += loss.tolist()
     finally:
         model.train(was_training)
+    back = np.argsort(order, kind="stable")
+    out = {k: [v[i] for i in back] for k, v in out.items()}
     if dist is not None and dist.world > 1:
         out = dist.gather_lists(out)
         order = np.argsort(out["row_id"], kind="stable")

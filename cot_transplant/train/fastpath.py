@@ -110,30 +110,34 @@ def applies(model, s: StepSettings, batch: Batch | None = None) -> bool:
 
 @dataclass
 class ExtraKV:
-    """The transplanted states as each layer's extra keys/values: gathered, shaped and rotated per layer."""
+    """The transplanted states as every layer's extra keys (rotated) and values: (layers, B, kv_heads, Nc, hd)."""
 
-    states: SpanStates  # tensors[("k"|"v", layer)]: (N, D) before RoPE
-    index: torch.Tensor  # (B * Nc,) flat state token of each slot
-    cos: torch.Tensor  # (B, Nc, head_dim) rotary embedding at each slot's position in the chooser
-    sin: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
     attention: Callable  # the model's own attention function (eager or sdpa)
 
-    def layer(self, module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, kv_heads, Nc, head_dim) keys (rotated) and values for `module`'s layer."""
-        batch, slots = self.cos.shape[:2]
+    @classmethod
+    def build(cls, states: SpanStates, plan: ChooserPlan, cos: torch.Tensor, sin: torch.Tensor, model,
+              attention: Callable) -> "ExtraKV":
+        """Gather each row's transplanted tokens into its slots and rotate the keys at their chooser positions.
 
-        def take(key: str) -> torch.Tensor:
-            flat = self.states.tensors[(key, module.layer_idx)].index_select(0, self.index)  # (B * Nc, D)
-            return flat.to(dtype).view(batch, slots, -1, module.head_dim).transpose(1, 2)
+        `cos`, `sin`: (B, Nc, head_dim). All layers at once: a few large ops instead of a few per layer.
+        """
+        layers = decoder_layers(model)[1]
+        attn = layers[0].self_attn
+        rows, slots = cos.shape[:2]
+        dtype = cos.dtype
 
-        keys = take("k")
-        _, keys = _rope(module)(keys, keys, self.cos.to(dtype), self.sin.to(dtype))
-        return keys, take("v")
+        def slots_of(key: str) -> torch.Tensor:
+            flat = torch.stack([states.tensors[(key, i)] for i in range(len(layers))])  # (L, N, D)
+            flat = flat.index_select(1, plan.state_index).to(dtype)  # (L, B * Nc, D)
+            return flat.view(len(layers), rows, slots, -1, attn.head_dim).transpose(2, 3)  # (L, B, Hkv, Nc, hd)
 
-
-def _rope(module) -> Callable:
-    """The family's own `apply_rotary_pos_emb` (from the attention module's modeling file)."""
-    return sys.modules[type(module).__module__].apply_rotary_pos_emb
+        keys = slots_of("k")
+        cos, sin = cos[None, :, None], sin[None, :, None]  # (1, B, 1, Nc, hd)
+        # apply_rotary_pos_emb's key half, in the family's own rotate_half.
+        keys = keys * cos + sys.modules[type(attn).__module__].rotate_half(keys) * sin
+        return cls(keys, slots_of("v"), attention)
 
 
 def extra_kv_attention(module, query, key, value, attention_mask, *, transplant_kv: ExtraKV | None = None,
@@ -141,9 +145,9 @@ def extra_kv_attention(module, query, key, value, attention_mask, *, transplant_
     """The model's attention over [extra keys | own keys]; `attention_mask` is the plan's (B, 1, Tq, Nc + Tq)."""
     if transplant_kv is None:
         raise RuntimeError(f"attention '{ATTENTION}' needs the transplant_kv argument (fast path only)")
-    extra_k, extra_v = transplant_kv.layer(module, key.dtype)
-    key = torch.cat([extra_k, key], dim=2)
-    value = torch.cat([extra_v, value], dim=2)
+    i = module.layer_idx
+    key = torch.cat([transplant_kv.keys[i].to(key.dtype), key], dim=2)  # (B, Hkv, Nc + Tq, hd)
+    value = torch.cat([transplant_kv.values[i].to(value.dtype), value], dim=2)
     return transplant_kv.attention(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -217,8 +221,8 @@ def chooser_logits(model, plan: ChooserPlan, full_positions: torch.Tensor, kv: S
     rotary = _body(model).rotary_emb
     # One rotary call over the full positions: what the reference's rotation of these keys used.
     cos, sin = rotary(torch.empty(0, dtype=dtype, device=full_positions.device), full_positions)  # (B, Tc, hd)
-    extra = ExtraKV(kv, plan.state_index, cos[plan.extra_rows, plan.extra_cols], sin[plan.extra_rows, plan.extra_cols],
-                    _attention_function(model, impl))
+    rows, cols = plan.extra_rows, plan.extra_cols
+    extra = ExtraKV.build(kv, plan, cos[rows, cols], sin[rows, cols], model, _attention_function(model, impl))
     out = model(input_ids=plan.ids, attention_mask=attention_mask_4d(plan.allowed, impl, dtype),
                 position_ids=plan.position_ids, logits_to_keep=1, use_cache=False, transplant_kv=extra)
     return out.logits[:, -1, :].float()

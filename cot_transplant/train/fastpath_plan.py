@@ -40,7 +40,8 @@ class ChooserPlan:
     extra_keys: int  # Nc
 
 
-def _real(ids: torch.Tensor, mask: torch.Tensor, spans: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
+def _real(ids: torch.Tensor, mask: torch.Tensor, spans: list[tuple[int, int]]
+          ) -> tuple[list[int], list[tuple[int, int]]]:
     """One left-padded row as its real ids and its spans in unpadded coordinates."""
     offset = int(mask.shape[0] - mask.sum())
     return ids[offset:].tolist(), [(s - offset, e - offset) for s, e in spans]

@@ -15,7 +15,7 @@ from cot_transplant.config import Config
 from cot_transplant.errors import UserError
 from cot_transplant.train import rundir
 from cot_transplant.train.adapters import adapter_params, trainable
-from cot_transplant.train.batches import collate
+from cot_transplant.train.batches import by_length, collate
 from cot_transplant.train.checkpoint import load_checkpoint, save_checkpoint
 from cot_transplant.train.distributed import Dist
 from cot_transplant.train.evaluate import evaluate
@@ -112,6 +112,8 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
             optimizer.zero_grad(set_to_none=True)
             n_before = len(accum["loss"])
             mine = dist.shard(step_rows)
+            if train_cfg.bucket_by_length:  # the step's summed gradient does not depend on the order
+                mine = by_length(mine, train_ex)
             for i in range(0, len(mine), train_cfg.batch_size):
                 rows = [train_ex[j] for j in mine[i: i + train_cfg.batch_size]]
                 for batch, (loss, p1, p2) in _sub_batch(model, rows, session, cursor, accum):

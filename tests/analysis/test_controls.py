@@ -43,8 +43,10 @@ def injected(tmp_path, tiny_cfg, tiny_train, monkeypatch):
     current, out = {}, {}
     for name, overrides in CONTROLS.items():
         current["name"] = name
+        # The reference path: it injects through `inject_kv`, which this fixture records (the fast path
+        # feeds the same states to attention directly; tests/train/test_fastpath.py checks they agree).
         cfg = tiny_cfg("train.accumulate_to=2", "eval.at_start=false", "eval.splits=[val]", f"run.dir={tmp_path}",
-                       f"run.name={name}", *overrides)
+                       f"run.name={name}", "train.fast_path=off", *overrides)
         summary = train(cfg)
         out[name] = (*first[name], summary)
     return out

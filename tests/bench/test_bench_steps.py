@@ -52,6 +52,6 @@ def test_plain_lora_trains_both_adapters_and_not_the_base(harness_and_batch):
 def test_registry_refuses_duplicates_and_unknown_names():
     with pytest.raises(ValueError, match="twice"):
         registry(STEP_PATHS[0], STEP_PATHS[0])
-    with pytest.raises(ValueError, match="known: original-style, reference, plain-lora"):
-        select(["fast"])
+    with pytest.raises(ValueError, match="known: original-style, reference, plain-lora, fast"):
+        select(["no-such-path"])
     assert [p.name for p in select(["plain-lora", "reference"])] == ["reference", "plain-lora"]

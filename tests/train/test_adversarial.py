@@ -73,7 +73,7 @@ def test_adversarial_trains_both_players():
 def test_chooser_gradient_equals_the_joint_step_and_the_arguer_s_does_not(session):
     batch = batch_of(session, slice(0, 2))
     adv = grads(session, batch)
-    joint = grads(session, batch, dataclasses.replace(session.settings, variant="joint"))
+    joint = grads(session, batch, dataclasses.replace(session.settings, variant="joint", fast_path="off"))
     chooser = [k for k in adv if ".chooser." in k]
     assert chooser and chooser == [k for k in joint if ".chooser." in k]
     for k in chooser:
@@ -122,7 +122,7 @@ def test_state_gradients_raise_each_candidate_s_probability(tiny_rows, monkeypat
         assert (after[:, c] < before[:, c]).all(), (c, before, after)  # P(candidate c+1) went up in every row
     if choice_only:
         _, joint = state_grads_of(session, batch, step, monkeypatch,
-                                  dataclasses.replace(session.settings, variant="joint"))
+                                  dataclasses.replace(session.settings, variant="joint", fast_path="off"))
         for c in (0, 1):
             incorrect = batch.labels != c + 1
             after = towards_with(session, batch, step_states(kv, joint, c))

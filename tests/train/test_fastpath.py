@@ -153,3 +153,35 @@ def test_plans_skip_the_candidates_and_share_the_prefix(tiny_rows):
         assert not pack.allowed[b, p2:q2, p1:q1].any()
     # Padding makes no row empty.
     assert pack.allowed.any(-1).all() and plan.allowed.any(-1).all()
+
+
+def test_fast_path_with_hidden_argument_tails(tiny_rows):
+    """Truncation's `hide_tail` leaves holes in the chooser mask; the kept tokens skip them as the reference does."""
+    from cot_transplant.analysis.truncation import hide_tails
+
+    session = _session(tiny_rows)
+    ex = sorted(session.examples["train"], key=lambda e: e.n_tokens)[:2]
+    batch = collate(ex, session.tokenizer.pad_token_id, 0.5)
+    hide_tails(batch.chooser_mask, collate(ex, session.tokenizer.pad_token_id, 1.0).chooser_spans, 0.5)
+    settings = dataclasses.replace(session.settings, fast_path="off")
+    with torch.no_grad():
+        ref, fast = step.forward(session.model, batch, settings), fastpath.forward(session.model, batch, settings)
+    for a, b in zip(ref[:3], fast[:3]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_bucketing_and_fast_path_leave_a_run_unchanged(tiny_rows, tmp_path):
+    """One run with the fast path and length buckets, one with neither: the same adapters and eval figures."""
+    from cot_transplant.train import rundir
+    from cot_transplant.train.loop import train
+
+    tiny_rows["transform"] = _vary_lengths
+    runs = {}
+    for name, flags in (("fast", ()), ("ref", ("train.fast_path=off", "train.bucket_by_length=false"))):
+        train(tiny_cfg(f"run.dir={tmp_path}", f"run.name={name}", "train.max_samples=4", "eval.splits=[test]",
+                       *flags))
+        runs[name] = [x for x in rundir.read_metrics(tmp_path / name) if x.get("split") == "test"]
+    assert len(runs["fast"]) == len(runs["ref"]) >= 2
+    for a, b in zip(runs["fast"], runs["ref"]):
+        assert a["test/loss"] == pytest.approx(b["test/loss"], rel=1e-5)
+        assert a["test/f_c"] == b["test/f_c"]
