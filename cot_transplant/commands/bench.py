@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from cot_transplant.commands import positive_int
 
 
 def register(sub) -> None:
@@ -26,8 +16,8 @@ def register(sub) -> None:
                    help="1 row, 3 measured rounds after 1 warm-up, the compact chat template, one source "
                         "(the --data rows if given, else synthetic ones): under 3 minutes on 2 free CPU cores")
     p.add_argument("--data", metavar="PATH", help="also measure a seeded sample of this data file's rows")
-    p.add_argument("--rows", type=_positive, metavar="N", help="rows per source (default 4; --quick 1)")
-    p.add_argument("--repeats", type=_positive, metavar="R", help="measured rounds (default 5; --quick 3)")
+    p.add_argument("--rows", type=positive_int, metavar="N", help="rows per source (default 4; --quick 1)")
+    p.add_argument("--repeats", type=positive_int, metavar="R", help="measured rounds (default 5; --quick 3)")
     p.add_argument("--warmup", type=int, metavar="W", help="discarded warm-up rounds (default 1)")
     p.add_argument("--model", default="smollm2", metavar="M", help="model spec (default: the bundled smollm2)")
     p.add_argument("--paths", metavar="A,B", help="comma-separated step paths (default: all registered)")

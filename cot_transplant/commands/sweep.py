@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+from cot_transplant.commands import positive_int
 
 
 def _intermixed(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +40,7 @@ def register(sub) -> None:
                     "interrupted ones resumed from their checkpoint.")
     p.add_argument("config", nargs="?", help="YAML config (see configs/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.max_samples=512")
-    p.add_argument("--seeds", type=_positive_int, metavar="N", help="training seeds per combination")
+    p.add_argument("--seeds", type=positive_int, metavar="N", help="training seeds per combination")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="a config key and its values (repeat for more keys), e.g. --grid variant=joint,text-only "
                         "--grid train.optim.lr=1e-4,3e-4; lists as transplant.layers=[0,1],[2]")
@@ -56,7 +48,7 @@ def register(sub) -> None:
     p.add_argument("--compare", metavar="A,B",
                    help="two variants of the grid to test against each other (default joint,text-only when both "
                         "are in the grid)")
-    p.add_argument("--n-perm", type=_positive_int, default=10_000, metavar="N",
+    p.add_argument("--n-perm", type=positive_int, default=10_000, metavar="N",
                    help="random sign patterns per permutation test (default 10000; exact when fewer rows differ)")
     p.add_argument("--resume", metavar="DIR", help="continue (or re-aggregate) the sweep in DIR")
     p.add_argument("--dry-run", action="store_true", help="write sweep.yaml and list the runs; train nothing")
