@@ -1,37 +1,14 @@
 """The benchmark's `fast` path: the reference's gradients, and a FLOP plan that matches torch's count."""
 
-import pytest
 import torch
 
 from cot_transplant.bench.flops import ModelDims
-from cot_transplant.bench.rows import sample_examples
-from cot_transplant.bench.runner import BenchOptions, bench_config, build_harness
 from cot_transplant.bench.steps import STEP_PATHS, shape_of
-from cot_transplant.data.synth import synthesize
-from cot_transplant.train.batches import collate
 
-TINY = ("prompt.template=chat", "lora.r=4", "lora.alpha=8", "lora.dropout=0.0")
 PATHS = {p.name: p for p in STEP_PATHS}
 
 
-@pytest.fixture(scope="module")
-def harness_and_batch():
-    h = build_harness(bench_config(BenchOptions(model="tiny-llama", overrides=TINY)))
-    torch.manual_seed(0)
-    for name, p in h.model.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_(0, 0.1)
-    examples, _ = sample_examples(synthesize(6, 0, short=True), 2, 0, h.cfg, h.template, h.tokenizer, h.limit)
-    return h, collate(examples, h.tokenizer.pad_token_id)
-
-
-def grads_of(path, h, batch):
-    h.model.zero_grad(set_to_none=True)
-    path.train(h.model, batch, h.settings)
-    return {n: p.grad.clone() for n, p in h.model.named_parameters() if p.grad is not None}
-
-
-def test_fast_gives_the_reference_gradients(harness_and_batch):
+def test_fast_gives_the_reference_gradients(harness_and_batch, grads_of):
     h, batch = harness_and_batch
     assert h.settings.fast_path == "off"  # so `reference` is the reference step
     ref, fast = grads_of(PATHS["reference"], h, batch), grads_of(PATHS["fast"], h, batch)

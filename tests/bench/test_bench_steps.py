@@ -3,33 +3,10 @@
 import pytest
 import torch
 
-from cot_transplant.bench.rows import sample_examples
-from cot_transplant.bench.runner import BenchOptions, bench_config, build_harness
 from cot_transplant.bench.steps import STEP_PATHS, registry, select
-from cot_transplant.data.synth import synthesize
-from cot_transplant.train.batches import collate
-
-TINY = ("prompt.template=chat", "lora.r=4", "lora.alpha=8", "lora.dropout=0.0")
 
 
-@pytest.fixture(scope="module")
-def harness_and_batch():
-    h = build_harness(bench_config(BenchOptions(model="tiny-llama", overrides=TINY)))
-    torch.manual_seed(0)
-    for name, p in h.model.named_parameters():
-        if "lora_B" in name:  # B starts at zero; make the adapters' paths carry gradient everywhere
-            p.data.normal_(0, 0.1)
-    examples, _ = sample_examples(synthesize(6, 0, short=True), 2, 0, h.cfg, h.template, h.tokenizer, h.limit)
-    return h, collate(examples, h.tokenizer.pad_token_id)
-
-
-def grads_of(path, h, batch):
-    h.model.zero_grad(set_to_none=True)
-    path.train(h.model, batch, h.settings)
-    return {n: p.grad.clone() for n, p in h.model.named_parameters() if p.grad is not None}
-
-
-def test_original_style_gives_the_reference_gradients(harness_and_batch):
+def test_original_style_gives_the_reference_gradients(harness_and_batch, grads_of):
     h, batch = harness_and_batch
     paths = {p.name: p for p in STEP_PATHS}
     ref = grads_of(paths["reference"], h, batch)
@@ -41,7 +18,7 @@ def test_original_style_gives_the_reference_gradients(harness_and_batch):
         torch.testing.assert_close(orig[name], ref[name], rtol=1e-4, atol=1e-5)  # summation order only
 
 
-def test_plain_lora_trains_both_adapters_and_not_the_base(harness_and_batch):
+def test_plain_lora_trains_both_adapters_and_not_the_base(harness_and_batch, grads_of):
     h, batch = harness_and_batch
     grads = grads_of({p.name: p for p in STEP_PATHS}["plain-lora"], h, batch)
     assert all("lora_" in n for n in grads)
