@@ -39,9 +39,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from cot_transplant.train.adapters import adapter_params, role_model, roles, trainable
 from cot_transplant.train.batches import Batch, position_ids
 from cot_transplant.train.fastpath_plan import ArguerPack, ChooserPlan, pack_arguer, plan_chooser
-from cot_transplant.train.step import StepSettings, leaves, loss_and_probs
-from cot_transplant.transplant import (SpanStates, active_adapter, backward_from_states, backward_to_states,
-                                       capture_kv)
+from cot_transplant.train.step import StepSettings, arguer_backward, leaves, loss_and_probs
+from cot_transplant.transplant import SpanStates, active_adapter, backward_to_states, capture_kv
 from cot_transplant.transplant.arch import decoder_layers, model_type
 
 FAMILIES = ("llama", "mistral", "qwen2")  # the attention code this path reproduces (RoPE on k_proj outputs)
@@ -263,8 +262,5 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, e
             return loss.detach(), p1, p2
         # Inside the block: a checkpointed chooser layer recomputes through the same attention.
         kv_grads = backward_to_states(total, leaf, chooser)
-    with active_adapter(arguer_model, arguer_name):
-        # Capture hooks alive again so a checkpointed arguer layer recomputes the same graph.
-        with capture_kv(arguer_model, pack.spans, attention_mask=pack.mask, spec=s.spec):
-            backward_from_states(kv, kv_grads)
+    arguer_backward(arguer_model, arguer_name, pack.spans, pack.mask, s.spec, kv, kv_grads)
     return loss.detach(), p1, p2

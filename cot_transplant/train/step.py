@@ -147,8 +147,13 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, e
                 backward_to_states(total, _NO_STATES, chooser)
                 return loss.detach(), p1, p2
             kv_grads = backward_to_states(total, leaf, chooser)
-    with active_adapter(arguer_model, arguer_name):
-        # Capture hooks alive again so a checkpointed arguer layer recomputes the same graph.
-        with capture_kv(arguer_model, batch.arguer_spans, attention_mask=batch.arguer_mask, spec=s.spec):
-            backward_from_states(kv, kv_grads)
+    arguer_backward(arguer_model, arguer_name, batch.arguer_spans, batch.arguer_mask, s.spec, kv, kv_grads)
     return loss.detach(), p1, p2
+
+
+def arguer_backward(model, name: str, spans, mask, spec, kv, kv_grads) -> None:
+    """Phase 2: backpropagate the captured states' gradients into the arguer adapter `name`."""
+    with active_adapter(model, name):
+        # Capture hooks alive again so a checkpointed arguer layer recomputes the same graph.
+        with capture_kv(model, spans, attention_mask=mask, spec=spec):
+            backward_from_states(kv, kv_grads)
