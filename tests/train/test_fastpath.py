@@ -185,3 +185,53 @@ def test_bucketing_and_fast_path_leave_a_run_unchanged(tiny_rows, tmp_path):
     for a, b in zip(runs["fast"], runs["ref"]):
         assert a["test/loss"] == pytest.approx(b["test/loss"], rel=1e-5)
         assert a["test/f_c"] == b["test/f_c"]
+
+
+def test_uniform_dropout_keeps_with_probability_1_minus_p_and_rescales():
+    torch.manual_seed(0)
+    drop = fastpath.UniformDropout(0.25)
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    # Binomial(200k, 0.75): sd ~ 0.001; 0.005 is five of them.
+    assert abs(kept.float().mean().item() - 0.75) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 4 / 3))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # d(x * mask / (1 - p)) / dx = mask / (1 - p) = y at x = 1
+    drop.eval()
+    assert drop(x) is x
+    assert fastpath.UniformDropout(0.0)(x) is x
+
+
+def test_fast_path_swaps_lora_dropout_only_for_its_step(tiny_rows):
+    session = _session(tiny_rows, "lora.dropout=0.3")
+    model = session.model
+
+    def dropouts():
+        return [d for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+                for d in m.lora_dropout.values()]
+
+    before = dropouts()
+    assert before and all(type(d) is torch.nn.Dropout for d in before)
+    with fastpath.uniform_lora_dropout(model):
+        inside = dropouts()
+        assert all(isinstance(d, fastpath.UniformDropout) and d.p == 0.3 and d.training for d in inside)
+        model.eval()  # a mode switch inside the block is kept on the way out
+    after = dropouts()
+    assert all(a is b for a, b in zip(after, before)) and not any(d.training for d in after)
+    model.train()
+    batch = _batch(session, 2)
+    settings = session.settings
+    # Training draws masks (two steps differ); evaluation draws none (the same as with dropout 0).
+    torch.manual_seed(1)
+    first = fastpath.train_forward_backward(model, batch, settings, 1.0)[0]
+    second = fastpath.train_forward_backward(model, batch, settings, 1.0)[0]
+    assert not torch.equal(first, second)
+    assert all(a is b for a, b in zip(dropouts(), before))
+    model.eval()
+    with torch.no_grad():
+        evaluated = fastpath.forward(model, batch, settings)[0]
+        for d in dropouts():
+            d.p = 0.0
+        undropped = fastpath.forward(model, batch, settings)[0]
+    torch.testing.assert_close(evaluated, undropped, rtol=0, atol=0)
