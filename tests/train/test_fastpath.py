@@ -235,3 +235,18 @@ def test_fast_path_swaps_lora_dropout_only_for_its_step(tiny_rows):
             d.p = 0.0
         undropped = fastpath.forward(model, batch, settings)[0]
     torch.testing.assert_close(evaluated, undropped, rtol=0, atol=0)
+
+
+def test_fast_path_dropout_masks_survive_gradient_checkpointing(tiny_rows):
+    """A checkpointed layer recomputes its forward in backward: it must draw the same masks from the same modules."""
+    grads = {}
+    for flag in ("false", "true"):
+        session = _session(tiny_rows, "lora.dropout=0.3", f"model.gradient_checkpointing={flag}")
+        session.model.train()
+        session.model.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        fastpath.train_forward_backward(session.model, _batch(session, 2), session.settings, 1.0)
+        grads[flag] = {n: p.grad.clone() for n, p in session.model.named_parameters() if p.grad is not None}
+    assert grads["true"].keys() == grads["false"].keys() and grads["true"]
+    for n, g in grads["false"].items():
+        torch.testing.assert_close(grads["true"][n], g, rtol=1e-4, atol=1e-6 * g.abs().max().item(), msg=n)
