@@ -143,17 +143,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], None], device: torch.device) -> tuple[float, int | None]:
-    """Wall seconds of `fn()` (device work included) and the peak memory during it."""
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    """Wall seconds of `fn()`, device work included. Nothing else runs: no heap trim, no memory sampling,
+    so the allocator is as warm as in a training loop that repeats one step."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def peak_memory(fn: Callable[[], None], device: torch.device) -> int | None:
+    """Peak memory during `fn()` (not timed): on CPU after `malloc_trim`, so it is this call's own high-water
+    mark and not an earlier one's; the page faults that trimming causes would distort a timing."""
     if device.type == "cpu":
         release_freed_memory()
     _sync(device)
     with PeakMemory(device) as mem:
-        t0 = time.perf_counter()
         fn()
         _sync(device)
-        seconds = time.perf_counter() - t0
-    return seconds, mem.peak
+    return mem.peak
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
@@ -215,7 +224,12 @@ Timings = dict[tuple[str, str], list[float]]  # (kind, path name) -> seconds per
 
 def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opts: BenchOptions,
                device: torch.device, log: Callable[[str], None]) -> tuple[Timings, dict]:
-    """Warm-up and measured rounds, each entry once per round in rotated order: times and memory peaks."""
+    """Warm-up and measured rounds, each entry once per round in rotated order: times and memory peaks.
+
+    Peak memory comes from the warm-up rounds (or, with no warm-up, one extra round after the
+    measured ones); the measured rounds only time, so trimming the heap for a clean memory peak
+    never adds page faults to a timed step.
+    """
     n = opts.matmul_n
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
 
@@ -226,9 +240,12 @@ def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opt
     entries = [("train", p) for p in paths] + [("eval", p) for p in paths] + [("matmul", None)]
     times: Timings = {}
     peaks: dict[tuple[str, str], list[int | None]] = {}
-    rounds = opts.warmup + opts.repeats
+    memory_rounds = set(range(opts.warmup)) or {opts.warmup + opts.repeats}
+    rounds = opts.warmup + opts.repeats + (0 if opts.warmup else 1)
     for r in range(rounds):
-        log(f"{source.name}: round {r + 1}/{rounds}{' (warm-up)' if r < opts.warmup else ''}")
+        measured = opts.warmup <= r < opts.warmup + opts.repeats
+        label = "" if measured else " (warm-up, memory)" if r < opts.warmup else " (memory)"
+        log(f"{source.name}: round {r + 1}/{rounds}{label}")
         k = r % len(entries)
         for kind, path in entries[k:] + entries[:k]:
             if kind == "matmul":
@@ -240,11 +257,13 @@ def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opt
             else:
                 model.eval()
                 fn = _run_eval(path, model, source, settings)
-            seconds, peak = timed(fn, device)
-            if r >= opts.warmup:
-                key = (kind, path.name if path else "matmul")
-                times.setdefault(key, []).append(seconds)
-                peaks.setdefault(key, []).append(peak)
+            key = (kind, path.name if path else "matmul")
+            if r in memory_rounds:
+                peaks.setdefault(key, []).append(peak_memory(fn, device))
+            else:
+                seconds = timed(fn, device)
+                if measured:
+                    times.setdefault(key, []).append(seconds)
     model.zero_grad(set_to_none=True)
     model.train()
     return times, peaks

@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--data", metavar="PATH", help="also measure a seeded sample of this data file's rows")
     p.add_argument("--rows", type=positive_int, metavar="N", help="rows per source (default 4; --quick 1)")
     p.add_argument("--repeats", type=positive_int, metavar="R", help="measured rounds (default 5; --quick 3)")
-    p.add_argument("--warmup", type=int, metavar="W", help="discarded warm-up rounds (default 1)")
+    p.add_argument("--warmup", type=int, metavar="W", help="untimed warm-up rounds, which also take the memory peaks (default 1)")
     p.add_argument("--model", default="smollm2", metavar="M", help="model spec (default: the bundled smollm2)")
     p.add_argument("--paths", metavar="A,B", help="comma-separated step paths (default: all registered)")
     p.add_argument("--no-synthetic", action="store_true", help="skip the synthetic rows (needs --data)")
