@@ -215,7 +215,8 @@ class UniformDropout(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        # float32 draws whatever x's dtype (a bf16 uniform would round p); in place: 1/(1-p) or 0.
+        keep = torch.rand(x.shape, device=x.device).ge_(self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
         return x * keep
 
 
@@ -224,7 +225,7 @@ def uniform_lora_dropout(model) -> Iterator[None]:
     """Swap every LoRA layer's `nn.Dropout` for a `UniformDropout` of the same p for the block, then back."""
     swapped = []
     try:
-        for module in model.modules():
+        for module in model.modules() if model.training else ():  # in eval mode every dropout is off
             dropouts = getattr(module, "lora_dropout", None)
             if not isinstance(dropouts, torch.nn.ModuleDict):
                 continue
