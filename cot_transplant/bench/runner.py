@@ -243,8 +243,7 @@ def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opt
     memory_rounds = set(range(opts.warmup)) or {opts.warmup + opts.repeats}
     rounds = opts.warmup + opts.repeats + (0 if opts.warmup else 1)
     for r in range(rounds):
-        measured = opts.warmup <= r < opts.warmup + opts.repeats
-        label = "" if measured else " (warm-up, memory)" if r < opts.warmup else " (memory)"
+        label = "" if r not in memory_rounds else " (warm-up, memory)" if r < opts.warmup else " (memory)"
         log(f"{source.name}: round {r + 1}/{rounds}{label}")
         k = r % len(entries)
         for kind, path in entries[k:] + entries[:k]:
@@ -260,10 +259,8 @@ def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opt
             key = (kind, path.name if path else "matmul")
             if r in memory_rounds:
                 peaks.setdefault(key, []).append(peak_memory(fn, device))
-            else:
-                seconds = timed(fn, device)
-                if measured:
-                    times.setdefault(key, []).append(seconds)
+            else:  # every other round is a measured one
+                times.setdefault(key, []).append(timed(fn, device))
     model.zero_grad(set_to_none=True)
     model.train()
     return times, peaks
