@@ -112,6 +112,10 @@ class BatchShape:
     packed_arguer_len: int = 0
     kept_chooser_len: int = 0
     extra_keys: int = 0
+    # Query-key pairs its attention computes, summed over rows (blockwise attention skips the pairs its
+    # pattern rules out); 0: the full squares, as for the other paths.
+    arguer_pairs: int = 0
+    chooser_pairs: int = 0
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from cot_transplant.bench.flops import BatchShape, ModelDims, StepFlops, flops_backward, flops_forward, passes_flops
+from cot_transplant.bench.flops import (BatchShape, ModelDims, StepFlops, attention_flops, flops_backward, flops_forward,
+                                        passes_flops)
 from cot_transplant.train import fastpath
 from cot_transplant.train.adapters import roles
 from cot_transplant.train.batches import Batch, position_ids
@@ -47,10 +48,10 @@ class StepPath:
 
 
 def shape_of(batch: Batch) -> BatchShape:
-    packed, kept, extra = fast_shapes(batch)
+    packed, kept, extra, arguer_pairs, chooser_pairs = fast_shapes(batch, fastpath.CHUNK, fastpath.GAP)
     return BatchShape(rows=batch.chooser_ids.shape[0], arguer_len=batch.arguer_ids.shape[1],
                       chooser_len=batch.chooser_ids.shape[1], packed_arguer_len=packed, kept_chooser_len=kept,
-                      extra_keys=extra)
+                      extra_keys=extra, arguer_pairs=arguer_pairs, chooser_pairs=chooser_pairs)
 
 
 # --- reference ------------------------------------------------------------------------------------------
@@ -175,16 +176,22 @@ def _fast_eval(model, batch: Batch, s: StepSettings) -> None:
 
 def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
     # Arguer: one packed row per example, no LM head. Chooser: the kept tokens, logits at the last one; its
-    # queries also meet the extra keys: QK^T and PV over kept x extra, twice that in backward.
-    arguer_fwd = flops_forward(shape.packed_arguer_len, dims, 0)
-    chooser_fwd = flops_forward(shape.kept_chooser_len, dims, 1)
-    extra = 4 * dims.layers * dims.heads * dims.head_dim * shape.kept_chooser_len * shape.extra_keys
-    fwd = shape.rows * (arguer_fwd + chooser_fwd + extra)
+    # queries see the extra keys too. Attention: the query-key pairs it computes (blocks skip the pairs the
+    # pattern rules out); when unknown, the full squares: packed x packed, kept x (extra + kept).
+    arguer_pairs = shape.arguer_pairs or shape.rows * shape.packed_arguer_len ** 2
+    chooser_pairs = shape.chooser_pairs or shape.rows * shape.kept_chooser_len * (shape.extra_keys
+                                                                                  + shape.kept_chooser_len)
+    attention = attention_flops(1, dims) * (arguer_pairs + chooser_pairs)  # per pair: 4 * layers * heads * hd
+    linear_fwd = (flops_forward(shape.packed_arguer_len, dims, 0) - attention_flops(shape.packed_arguer_len, dims)
+                  + flops_forward(shape.kept_chooser_len, dims, 1) - attention_flops(shape.kept_chooser_len, dims))
+    fwd = shape.rows * linear_fwd + attention
     if not train:
         return StepFlops(fwd, 0)
-    bwd = shape.rows * (flops_backward(shape.packed_arguer_len, dims, 0)
-                        + flops_backward(shape.kept_chooser_len, dims, 1) + 2 * extra)
-    return StepFlops(fwd, bwd)
+    linear_bwd = (flops_backward(shape.packed_arguer_len, dims, 0)
+                  - 2 * attention_flops(shape.packed_arguer_len, dims)
+                  + flops_backward(shape.kept_chooser_len, dims, 1)
+                  - 2 * attention_flops(shape.kept_chooser_len, dims))
+    return StepFlops(fwd, shape.rows * linear_bwd + 2 * attention)
 
 
 # --- registry -------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ instead of `bernoulli_`: the same distribution, not the same random numbers.
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -39,7 +39,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from cot_transplant.train.adapters import adapter_params, role_model, roles, trainable
 from cot_transplant.train.batches import Batch, position_ids
-from cot_transplant.train.fastpath_plan import ArguerPack, ChooserPlan, pack_arguer, plan_chooser
+from cot_transplant.train.fastpath_plan import (ArguerPack, ChooserPlan, Chunk, attention_chunks, pack_arguer,
+                                                plan_chooser)
 from cot_transplant.train.step import StepSettings, arguer_backward, leaves, loss_and_probs
 from cot_transplant.transplant import SpanStates, active_adapter, backward_to_states, capture_kv
 from cot_transplant.transplant.arch import decoder_layers, model_type
@@ -47,6 +48,9 @@ from cot_transplant.transplant.arch import decoder_layers, model_type
 FAMILIES = ("llama", "mistral", "qwen2")  # the attention code this path reproduces (RoPE on k_proj outputs)
 IMPLEMENTATIONS = ("eager", "sdpa")  # the ones that take a custom 4D mask
 ATTENTION = "cot_transplant_extra_kv"
+CHUNKED = "cot_transplant_chunked"
+CHUNK = 64  # queries per attention block (`attention_chunks`); 0: one call of the model's own attention
+GAP = 16  # unseen keys between two seen ranges up to which one block's key ranges are merged
 _NOTED: set[str] = set()
 
 
@@ -105,6 +109,65 @@ def applies(model, s: StepSettings, batch: Batch | None = None) -> bool:
     return reason is None
 
 
+# --- attention over the keys each block of queries sees ------------------------------------------------
+
+
+def _gather(x: torch.Tensor, row: int, ranges: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    parts = [x[row: row + 1, :, s:e] for s, e in ranges]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+
+class _Pieces(torch.autograd.Function):
+    """(B, H, T, hd) -> one (1, H, n, hd) piece per (row, token ranges); backward adds into one gradient buffer.
+
+    Slicing the same tensor once per block would allocate, zero and sum a full-size gradient per
+    block in backward (autograd's slice backward); here there is one buffer per call.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, pieces: tuple) -> tuple[torch.Tensor, ...]:
+        ctx.pieces, ctx.shape, ctx.dtype = pieces, x.shape, x.dtype
+        ctx.set_materialize_grads(False)
+        return tuple(_gather(x, row, ranges) for row, ranges in pieces)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        out = None
+        for (row, ranges), grad in zip(ctx.pieces, grads):
+            if grad is None:
+                continue
+            if out is None:
+                out = torch.zeros(ctx.shape, dtype=ctx.dtype, device=grad.device)
+            at = 0
+            for s, e in ranges:
+                out[row, :, s:e] += grad[0, :, at: at + e - s]
+                at += e - s
+        return out, None
+
+
+def chunked_attention(module, query, key, value, attention_mask, *, attention_chunks: list[Chunk] | None = None,
+                      dropout: float = 0.0, scaling: float | None = None, **kwargs):
+    """Scaled dot-product attention block by block, each block of queries over only the keys it sees.
+
+    `query` (B, H, Tq, hd), `key`/`value` (B, Hkv, Tk, hd); `attention_chunks` cover every row's
+    queries in order (`attention_chunks` in fastpath_plan). `attention_mask` is not read: the
+    chunks carry the pattern. Returns ((B, Tq, H, hd), None), as transformers' attention functions.
+    """
+    if attention_chunks is None:
+        raise RuntimeError(f"attention '{CHUNKED}' needs the attention_chunks argument (fast path only)")
+    queries = _Pieces.apply(query, tuple((c.row, (c.queries,)) for c in attention_chunks))
+    keys = tuple((c.row, c.keys) for c in attention_chunks)
+    rows: list[list[torch.Tensor]] = [[] for _ in range(query.shape[0])]
+    for c, q, k, v in zip(attention_chunks, queries, _Pieces.apply(key, keys), _Pieces.apply(value, keys)):
+        rows[c.row].append(torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=c.allowed, dropout_p=dropout, scale=scaling, enable_gqa=True))
+    out = torch.cat([torch.cat(r, dim=2) for r in rows], dim=0)  # (B, H, Tq, hd)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(CHUNKED, chunked_attention)
+
+
 # --- attention with extra keys/values -------------------------------------------------------------------
 
 
@@ -115,6 +178,7 @@ class ExtraKV:
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
     attention: Callable  # the model's own attention function (eager or sdpa)
+    chunks: list[Chunk] | None = None  # when set, attention runs block by block (`chunked_attention`)
 
     @classmethod
     def build(cls, states: SpanStates, plan: ChooserPlan, cos: torch.Tensor, sin: torch.Tensor, model,
@@ -150,6 +214,9 @@ def extra_kv_attention(module, query, key, value, attention_mask, *, transplant_
     i = module.layer_idx
     key = torch.cat([transplant_kv.keys[i].to(key.dtype), key], dim=2)  # (B, Hkv, Nc + Tq, hd)
     value = torch.cat([transplant_kv.values[i].to(value.dtype), value], dim=2)
+    if transplant_kv.chunks is not None:
+        return chunked_attention(module, query, key, value, attention_mask, attention_chunks=transplant_kv.chunks,
+                                 **kwargs)
     return transplant_kv.attention(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -164,14 +231,15 @@ def _attention_function(model, impl: str) -> Callable:
 
 
 @contextmanager
-def extra_kv_attention_on(model) -> Iterator[str]:
-    """Route `model`'s attention through `extra_kv_attention` for the block; yields the implementation it had."""
+def extra_kv_attention_on(model, name: str = ATTENTION) -> Iterator[str]:
+    """Route `model`'s attention through the registered function `name` (default `extra_kv_attention`) for the
+    block; yields the implementation it had."""
     configs = list({id(layer.self_attn.config): layer.self_attn.config for layer in decoder_layers(model)[1]}.values())
     previous = [(c, c._attn_implementation) for c in configs]
     impl = _implementation(model)
     try:
         for c in configs:
-            c._attn_implementation = ATTENTION
+            c._attn_implementation = name
         yield impl
     finally:
         for c, value in previous:
@@ -254,10 +322,17 @@ def arguer_pass(model, pack: ArguerPack, s: StepSettings):
     model = role_model(model, arguer_name)
     grad = arguer_name in trainable(s.variant) and torch.is_grad_enabled()
     mask = attention_mask_4d(pack.allowed, _implementation(model), _compute_dtype(model))
-    with active_adapter(model, arguer_name), torch.set_grad_enabled(grad):
+    extra = {"attention_chunks": attention_chunks(pack.allowed, CHUNK, GAP)} if CHUNK else {}
+    with active_adapter(model, arguer_name), torch.set_grad_enabled(grad), arguer_attention(model):
         with capture_kv(model, pack.spans, attention_mask=pack.mask, spec=s.spec) as cap:
-            _body(model)(input_ids=pack.ids, attention_mask=mask, position_ids=pack.position_ids, use_cache=False)
+            _body(model)(input_ids=pack.ids, attention_mask=mask, position_ids=pack.position_ids, use_cache=False,
+                         **extra)
     return cap
+
+
+def arguer_attention(model):
+    """The arguer's attention for a block: block by block (`chunked_attention`), or the model's own."""
+    return extra_kv_attention_on(model, CHUNKED) if CHUNK else nullcontext()
 
 
 def chooser_logits(model, plan: ChooserPlan, full_positions: torch.Tensor, kv: SpanStates, impl: str) -> torch.Tensor:
@@ -271,6 +346,7 @@ def chooser_logits(model, plan: ChooserPlan, full_positions: torch.Tensor, kv: S
     cos, sin = rotary(torch.empty(0, dtype=dtype, device=full_positions.device), full_positions)  # (B, Tc, hd)
     rows, cols = plan.extra_rows, plan.extra_cols
     extra = ExtraKV.build(kv, plan, cos[rows, cols], sin[rows, cols], model, _attention_function(model, impl))
+    extra.chunks = attention_chunks(plan.allowed, CHUNK, GAP) if CHUNK else None
     out = model(input_ids=plan.ids, attention_mask=attention_mask_4d(plan.allowed, impl, dtype),
                 position_ids=plan.position_ids, logits_to_keep=1, use_cache=False, transplant_kv=extra)
     return out.logits[:, -1, :].float()
@@ -314,5 +390,6 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, e
                 return loss.detach(), p1, p2
             # Inside the block: a checkpointed chooser layer recomputes through the same attention.
             kv_grads = backward_to_states(total, leaf, chooser)
-        arguer_backward(arguer_model, arguer_name, pack.spans, pack.mask, s.spec, kv, kv_grads)
+        with arguer_attention(arguer_model):  # a checkpointed arguer layer recomputes through the same attention
+            arguer_backward(arguer_model, arguer_name, pack.spans, pack.mask, s.spec, kv, kv_grads)
     return loss.detach(), p1, p2

@@ -139,7 +139,63 @@ def plan_chooser(batch: Batch, pad_id: int = 0) -> ChooserPlan:
                        extra_rows.to(device), cols.to(device), n_extra)
 
 
-def fast_shapes(batch: Batch) -> tuple[int, int, int]:
-    """(packed arguer length, kept chooser length, extra keys) of `batch` on the fast path (bench FLOPs)."""
+def fast_shapes(batch: Batch, chunk: int = 0, gap: int = 0) -> tuple[int, int, int, int, int]:
+    """(packed arguer length, kept chooser length, extra keys, arguer and chooser query-key pairs) of `batch` on
+    the fast path (bench FLOPs). Pairs are summed over rows: what blocks of `chunk` queries compute
+    (`attention_chunks`), or with `chunk` 0 every pair of the padded square (one call over the whole pattern)."""
     pack, plan = pack_arguer(batch), plan_chooser(batch)
-    return pack.ids.shape[1], plan.ids.shape[1], plan.extra_keys
+    return (pack.ids.shape[1], plan.ids.shape[1], plan.extra_keys, attention_pairs(pack.allowed, chunk, gap),
+            attention_pairs(plan.allowed, chunk, gap))
+
+
+def attention_pairs(allowed: torch.Tensor, chunk: int, gap: int) -> int:
+    """Query-key pairs that attention over the (B, Tq, Tk) pattern `allowed` computes, in blocks or in one call."""
+    if not chunk:
+        return allowed.numel()
+    return sum((c.queries[1] - c.queries[0]) * sum(e - s for s, e in c.keys)
+               for c in attention_chunks(allowed, chunk, gap))
+
+@dataclass
+class Chunk:
+    """A block of one row's queries and the keys any of them sees: contiguous key ranges, gaps under a limit merged."""
+
+    row: int
+    queries: tuple[int, int]  # [start, end) of the row's queries
+    keys: tuple[tuple[int, int], ...]  # [start, end) ranges of the row's keys, in order
+    allowed: torch.Tensor | None  # (end - start, keys in the ranges) bool; None when every pair is allowed
+
+
+def _runs(columns: list[int], gap: int) -> list[tuple[int, int]]:
+    """Sorted column indices as [start, end) runs; runs that `gap` or fewer columns separate are merged."""
+    runs: list[tuple[int, int]] = []
+    for c in columns:
+        if runs and c - runs[-1][1] <= gap:
+            runs[-1] = (runs[-1][0], c + 1)
+        else:
+            runs.append((c, c + 1))
+    return runs
+
+
+def attention_chunks(allowed: torch.Tensor, size: int = 64, gap: int = 16) -> list[Chunk]:
+    """Split a (B, Tq, Tk) attention pattern into per-row blocks of `size` queries and the keys they see.
+
+    Attention over only those keys, with the block's slice of the pattern, is the same attention
+    (a key no query of the block sees adds exactly nothing to its softmax), and skips the pairs
+    the pattern rules out wholesale: the other candidate of a packed arguer row, the upper triangle
+    of a causal one, the extra keys that the chooser's tokens before the candidates never see.
+    Every query must see at least one key. Chunks come row by row, queries in order.
+    """
+    rows, n_queries, _ = allowed.shape
+    device, allowed = allowed.device, allowed.cpu()
+    chunks = []
+    for b in range(rows):
+        for start in range(0, n_queries, size):
+            block = allowed[b, start: start + size]  # (q, Tk)
+            live = block.any(0).nonzero().flatten().tolist()
+            if len(live) == 0 or not bool(block.any(1).all()):
+                raise ValueError(f"attention_chunks: row {b} has a query in [{start}, {start + size}) that sees no key")
+            keys = _runs(live, gap)
+            sub = torch.cat([block[:, s:e] for s, e in keys], dim=1)
+            chunks.append(Chunk(b, (start, start + block.shape[0]), tuple(keys),
+                                None if bool(sub.all()) else sub.to(device)))
+    return chunks

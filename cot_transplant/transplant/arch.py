@@ -11,6 +11,7 @@ from the tensors (num_key_value_heads * head_dim).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
@@ -76,12 +77,24 @@ def decoder_layers(model: nn.Module) -> tuple[Architecture, nn.ModuleList]:
     if arch is None:
         raise ValueError(f"transplant: model type {kind!r} is not in the architecture table "
                          f"(supported: {sorted(ARCHITECTURES)}); for those it looks for {looked_for}")
-    found = [m for name, m in model.named_modules()
+    path = _LAYER_PATHS.get(model)
+    if path is not None:  # the walk takes milliseconds and a step asks many times: check the path found before
+        try:
+            layers = model.get_submodule(path)
+        except AttributeError:
+            layers = None
+        if isinstance(layers, nn.ModuleList):
+            return arch, layers
+    found = [(name, m) for name, m in model.named_modules()
              if (name == arch.layers or name.endswith("." + arch.layers)) and isinstance(m, nn.ModuleList)]
     if len(found) != 1:
         raise ValueError(f"transplant: model type {kind!r}: expected one decoder-layer list named "
                          f"'<prefix>.{arch.layers}', found {len(found)}")
-    return arch, found[0]
+    _LAYER_PATHS[model] = found[0][0]
+    return arch, found[0][1]
+
+
+_LAYER_PATHS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()  # model -> layers' path
 
 
 def resolve_sites(model: nn.Module, spec: TransplantSpec) -> list[Site]:

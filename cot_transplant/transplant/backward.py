@@ -34,6 +34,9 @@ def active_adapter(model: nn.Module, name: str) -> Iterator[None]:
     parameter's `requires_grad` as it was.
     """
     previous = model.active_adapter
+    if previous == name:  # already active: switching would walk the whole model (tens of ms) to change nothing
+        yield
+        return
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
         model.set_adapter(name)

@@ -8,7 +8,7 @@ import torch
 from cot_transplant.train import fastpath, step
 from cot_transplant.train.adapters import adapter_params, trainable
 from cot_transplant.train.batches import collate
-from cot_transplant.train.fastpath_plan import pack_arguer, plan_chooser
+from cot_transplant.train.fastpath_plan import attention_chunks, pack_arguer, plan_chooser
 from cot_transplant.train.setup import setup
 from train_helpers import tiny_cfg
 
@@ -92,6 +92,24 @@ def test_fast_path_equals_reference(tiny_rows, family):
 def test_fast_path_equals_reference_in_other_settings(tiny_rows, overrides):
     session = _session(tiny_rows, *overrides)
     assert_fast_equals_reference(session, _batch(session, 2))
+
+
+@pytest.mark.parametrize("chunk, gap, overrides", [
+    (0, 0, ()),  # the model's own attention, one call over the whole pattern
+    (4, 0, ()),  # blocks of 4 queries, every unseen key range skipped
+    (4, 0, ("model.gradient_checkpointing=true",)),  # recompute in backward goes through the blocks too
+    (5, 3, ("model.name=tiny-qwen2",)),
+])
+def test_fast_path_blockwise_attention_equals_reference(tiny_rows, monkeypatch, chunk, gap, overrides):
+    monkeypatch.setattr(fastpath, "CHUNK", chunk)
+    monkeypatch.setattr(fastpath, "GAP", gap)
+    session = _session(tiny_rows, *overrides)
+    batch = _batch(session)
+    if chunk:  # the blocks really split rows and skip key ranges
+        chunks = attention_chunks(pack_arguer(batch).allowed, chunk, gap)
+        assert len({c.row for c in chunks}) == batch.chooser_ids.shape[0] < len(chunks)
+        assert any(len(c.keys) > 1 for c in chunks)
+    assert_fast_equals_reference(session, batch)
 
 
 def test_fast_path_with_sdpa_attention(tiny_rows):

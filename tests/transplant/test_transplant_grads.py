@@ -147,6 +147,16 @@ def test_active_adapter_keeps_requires_grad_and_restores_the_active_adapter():
     assert {n: p.requires_grad for n, p in model.named_parameters()} == before
 
 
+def test_active_adapter_of_the_active_one_changes_nothing(monkeypatch):
+    model = two_adapters()
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    monkeypatch.setattr(model, "set_adapter", lambda name: pytest.fail("switched to the adapter already active"))
+    with active_adapter(model, "arguer"):
+        assert model.active_adapter == "arguer"
+    assert model.active_adapter == "arguer"
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == before
+
+
 def test_capture_under_checkpointing_ignores_recomputation():
     def run(checkpointing):
         model = with_lora(tiny(seed=1), seed=1)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from transplant_helpers import tiny, two_adapters
 
 from cot_transplant.transplant import ARCHITECTURES, TransplantSpec
-from cot_transplant.transplant.arch import resolve_sites
+from cot_transplant.transplant.arch import decoder_layers, resolve_sites
 
 
 @pytest.mark.parametrize("spec", [TransplantSpec(), TransplantSpec("k", (1,)), TransplantSpec("residual", (3, 0))])
@@ -64,3 +65,14 @@ def test_sites_on_plain_model():
     model = tiny("tiny-mistral")
     sites = resolve_sites(model, TransplantSpec("k", (1,)))
     assert [(s.key, s.layer, s.module) for s in sites] == [("k", 1, model.model.layers[1].self_attn.k_proj)]
+
+
+def test_decoder_layers_found_again_when_the_model_changes():
+    model = tiny()
+    first = decoder_layers(model)[1]
+    assert decoder_layers(model)[1] is first  # remembered
+    model.model.layers = torch.nn.ModuleList(list(first)[:1])  # a model edited after the first lookup
+    assert decoder_layers(model)[1] is model.model.layers
+    del model.model.layers
+    with pytest.raises(ValueError, match="found 0"):
+        decoder_layers(model)
