@@ -173,37 +173,42 @@ AttentionInterface.register(CHUNKED, chunked_attention)
 
 @dataclass
 class ExtraKV:
-    """The transplanted states as every layer's extra keys (rotated) and values: one (B, kv_heads, Nc, hd) each."""
+    """The transplanted states as every layer's extra keys (rotated) and values, made when that layer's
+    attention asks for them: (B, kv_heads, Nc, hd) each.
 
-    keys: tuple[torch.Tensor, ...]
-    values: tuple[torch.Tensor, ...]
+    Per layer and on demand, not all layers at once: a stacked (layers, ...) tensor is megabytes
+    per op, and each such op (gather, rotation, and their backward) measured tens of milliseconds
+    here; per-layer pieces stay small and are used as soon as they are made.
+    """
+
+    states: SpanStates
+    index: torch.Tensor  # (B * Nc,) the state token in each slot (`ChooserPlan.state_index`)
+    cos: torch.Tensor  # (B, 1, Nc, hd) rotary embedding at each slot's chooser position
+    sin: torch.Tensor
+    rotate_half: Callable  # the family's own
     attention: Callable  # the model's own attention function (eager or sdpa)
     chunks: list[Chunk] | None = None  # when set, attention runs block by block (`chunked_attention`)
 
     @classmethod
     def build(cls, states: SpanStates, plan: ChooserPlan, cos: torch.Tensor, sin: torch.Tensor, model,
               attention: Callable) -> "ExtraKV":
-        """Gather each row's transplanted tokens into its slots and rotate the keys at their chooser positions.
+        """`cos`, `sin`: (B, Nc, head_dim) at the slots' chooser positions."""
+        attn = decoder_layers(model)[1][0].self_attn
+        rotate_half = sys.modules[type(attn).__module__].rotate_half
+        return cls(states, plan.state_index, cos[:, None], sin[:, None], rotate_half, attention)
 
-        `cos`, `sin`: (B, Nc, head_dim). All layers at once: a few large ops instead of a few per layer,
-        then unbound into one tensor per layer. (Indexing the stacked tensor per layer instead would make
-        each layer's backward zero-fill and add a gradient the size of all layers: O(layers^2) memory traffic.)
-        """
-        layers = decoder_layers(model)[1]
-        attn = layers[0].self_attn
-        rows, slots = cos.shape[:2]
-        dtype = cos.dtype
+    def _slots(self, key: str, layer: int) -> torch.Tensor:
+        rows, _, slots, head_dim = self.cos.shape
+        flat = self.states.tensors[(key, layer)].index_select(0, self.index).to(self.cos.dtype)  # (B * Nc, D)
+        return flat.view(rows, slots, -1, head_dim).transpose(1, 2)  # (B, Hkv, Nc, hd)
 
-        def slots_of(key: str) -> torch.Tensor:
-            flat = torch.stack([states.tensors[(key, i)] for i in range(len(layers))])  # (L, N, D)
-            flat = flat.index_select(1, plan.state_index).to(dtype)  # (L, B * Nc, D)
-            return flat.view(len(layers), rows, slots, -1, attn.head_dim).transpose(2, 3)  # (L, B, Hkv, Nc, hd)
+    def keys(self, layer: int) -> torch.Tensor:
+        """Layer `layer`'s extra keys, rotated as apply_rotary_pos_emb rotates keys."""
+        k = self._slots("k", layer)
+        return k * self.cos + self.rotate_half(k) * self.sin
 
-        keys = slots_of("k")
-        cos, sin = cos[None, :, None], sin[None, :, None]  # (1, B, 1, Nc, hd)
-        # apply_rotary_pos_emb's key half, in the family's own rotate_half.
-        keys = keys * cos + sys.modules[type(attn).__module__].rotate_half(keys) * sin
-        return cls(keys.unbind(0), slots_of("v").unbind(0), attention)
+    def values(self, layer: int) -> torch.Tensor:
+        return self._slots("v", layer)
 
 
 def extra_kv_attention(module, query, key, value, attention_mask, *, transplant_kv: ExtraKV | None = None,
@@ -212,8 +217,8 @@ def extra_kv_attention(module, query, key, value, attention_mask, *, transplant_
     if transplant_kv is None:
         raise RuntimeError(f"attention '{ATTENTION}' needs the transplant_kv argument (fast path only)")
     i = module.layer_idx
-    key = torch.cat([transplant_kv.keys[i].to(key.dtype), key], dim=2)  # (B, Hkv, Nc + Tq, hd)
-    value = torch.cat([transplant_kv.values[i].to(value.dtype), value], dim=2)
+    key = torch.cat([transplant_kv.keys(i).to(key.dtype), key], dim=2)  # (B, Hkv, Nc + Tq, hd)
+    value = torch.cat([transplant_kv.values(i).to(value.dtype), value], dim=2)
     if transplant_kv.chunks is not None:
         return chunked_attention(module, query, key, value, attention_mask, attention_chunks=transplant_kv.chunks,
                                  **kwargs)
