@@ -221,6 +221,19 @@ def test_uniform_dropout_keeps_with_probability_1_minus_p_and_rescales():
     assert fastpath.UniformDropout(0.0)(x) is x
 
 
+def test_uniforms_follow_torch_seed_and_lie_on_the_float32_grid():
+    torch.manual_seed(5)
+    a = fastpath.uniform(torch.Size([3, 50_000]), torch.device("cpu"))
+    b = fastpath.uniform(torch.Size([3, 50_000]), torch.device("cpu"))
+    torch.manual_seed(5)
+    again = fastpath.uniform(torch.Size([3, 50_000]), torch.device("cpu"))
+    assert a.shape == (3, 50_000) and a.dtype == torch.float32
+    assert torch.equal(a, again) and not torch.equal(a, b)  # torch's generator state decides the draws
+    assert 0 <= a.min() and a.max() < 1
+    assert torch.equal(a * 2 ** 24, (a * 2 ** 24).floor())  # multiples of 2^-24, as torch.rand
+    assert abs(a.mean().item() - 0.5) < 0.005 and abs(a.var().item() - 1 / 12) < 0.002
+
+
 def test_fast_path_swaps_lora_dropout_only_for_its_step(tiny_rows):
     session = _session(tiny_rows, "lora.dropout=0.3")
     model = session.model
