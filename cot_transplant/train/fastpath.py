@@ -14,6 +14,8 @@ Here (index plans in `fastpath_plan.py`):
   layer the arguer's K/V (k_proj/v_proj outputs, before RoPE) enter the attention as extra
   keys/values, rotated at the candidate positions, under the full sequence's causal pattern
   (an attention function registered in transformers' `AttentionInterface`).
+- attention in both passes block by block: each block of 64 queries over only the key ranges
+  it sees (`chunked_attention`; one masked call computed every pair of the pattern);
 - logits at the last position only, and the two-phase backward of the reference, so it
   stays exact with gradient checkpointing.
 
@@ -22,8 +24,9 @@ any `transplant.fraction`), to Llama, Mistral and Qwen2 with eager or sdpa atten
 within a sliding window if the model has one, for every variant but text-only and
 adversarial. Elsewhere the reference runs and a one-line note says why (once per reason).
 With LoRA dropout > 0 the shared prefix draws one dropout mask for both candidates (the
-reference draws two), and masks come from one float32 uniform per element (`UniformDropout`)
-instead of `bernoulli_`: the same distribution, not the same random numbers.
+reference draws two), and masks come from one float32 uniform per element (`UniformDropout`,
+numpy's PCG64 seeded from torch's generator) instead of `bernoulli_`: the same distribution,
+not the same random numbers.
 """
 
 from __future__ import annotations
