@@ -196,11 +196,11 @@ class ExtraKV:
 
     @classmethod
     def build(cls, states: SpanStates, plan: ChooserPlan, cos: torch.Tensor, sin: torch.Tensor, model,
-              attention: Callable) -> "ExtraKV":
+              attention: Callable, chunks: list[Chunk] | None = None) -> "ExtraKV":
         """`cos`, `sin`: (B, Nc, head_dim) at the slots' chooser positions."""
         attn = decoder_layers(model)[1][0].self_attn
         rotate_half = sys.modules[type(attn).__module__].rotate_half
-        return cls(states, plan.state_index, cos[:, None], sin[:, None], rotate_half, attention)
+        return cls(states, plan.state_index, cos[:, None], sin[:, None], rotate_half, attention, chunks)
 
     def _slots(self, key: str, layer: int) -> torch.Tensor:
         rows, _, slots, head_dim = self.cos.shape
@@ -241,8 +241,8 @@ def _attention_function(model, impl: str) -> Callable:
 
 
 @contextmanager
-def extra_kv_attention_on(model, name: str = ATTENTION) -> Iterator[str]:
-    """Route `model`'s attention through the registered function `name` (default `extra_kv_attention`) for the
+def attention_on(model, name: str) -> Iterator[str]:
+    """Route `model`'s attention through the registered function `name` (`ATTENTION` or `CHUNKED`) for the
     block; yields the implementation it had."""
     configs = list({id(layer.self_attn.config): layer.self_attn.config for layer in decoder_layers(model)[1]}.values())
     previous = [(c, c._attn_implementation) for c in configs]
@@ -357,21 +357,21 @@ def arguer_pass(model, pack: ArguerPack, s: StepSettings):
 
 def arguer_attention(model):
     """The arguer's attention for a block: block by block (`chunked_attention`), or the model's own."""
-    return extra_kv_attention_on(model, CHUNKED) if CHUNK else nullcontext()
+    return attention_on(model, CHUNKED) if CHUNK else nullcontext()
 
 
 def chooser_logits(model, plan: ChooserPlan, full_positions: torch.Tensor, kv: SpanStates, impl: str) -> torch.Tensor:
     """Last-position logits (B, V) of the kept chooser tokens with `kv` as extra keys/values.
 
-    Run it inside `extra_kv_attention_on(model)` (which yields `impl`), with the chooser adapter active.
+    Run it inside `attention_on(model, ATTENTION)` (which yields `impl`), with the chooser adapter active.
     """
     dtype = _compute_dtype(model)
     rotary = _body(model).rotary_emb
     # One rotary call over the full positions: what the reference's rotation of these keys used.
     cos, sin = rotary(torch.empty(0, dtype=dtype, device=full_positions.device), full_positions)  # (B, Tc, hd)
     rows, cols = plan.extra_rows, plan.extra_cols
-    extra = ExtraKV.build(kv, plan, cos[rows, cols], sin[rows, cols], model, _attention_function(model, impl))
-    extra.chunks = attention_chunks(plan.allowed, CHUNK, GAP) if CHUNK else None
+    extra = ExtraKV.build(kv, plan, cos[rows, cols], sin[rows, cols], model, _attention_function(model, impl),
+                          attention_chunks(plan.allowed, CHUNK, GAP) if CHUNK else None)
     out = model(input_ids=plan.ids, attention_mask=attention_mask_4d(plan.allowed, impl, dtype),
                 position_ids=plan.position_ids, logits_to_keep=1, use_cache=False, transplant_kv=extra)
     return out.logits[:, -1, :].float()
@@ -387,7 +387,7 @@ def forward(model, batch: Batch, s: StepSettings):
     chooser_model = role_model(model, chooser_name)
     with uniform_lora_dropout(model):
         cap = arguer_pass(model, pack, s)
-        with active_adapter(chooser_model, chooser_name), extra_kv_attention_on(chooser_model) as impl:
+        with active_adapter(chooser_model, chooser_name), attention_on(chooser_model, ATTENTION) as impl:
             logits = chooser_logits(chooser_model, plan, position_ids(batch.chooser_mask), cap.kv, impl)
     loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
     return loss, p1, p2, cap
@@ -407,7 +407,7 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, e
     with uniform_lora_dropout(model):
         kv = arguer_pass(arguer_model, pack, s).kv
         leaf = leaves(kv)
-        with active_adapter(chooser_model, chooser_name), extra_kv_attention_on(chooser_model) as impl:
+        with active_adapter(chooser_model, chooser_name), attention_on(chooser_model, ATTENTION) as impl:
             logits = chooser_logits(chooser_model, plan, position_ids(batch.chooser_mask), leaf, impl)
             loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
             total = loss.sum() * scale
