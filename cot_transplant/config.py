@@ -29,6 +29,7 @@ class SynthConfig:
     error_step: str = "random"  # first | middle | last | random
     argument_accuracy: float = 0.594  # P(choice argument picks the correct candidate); original: 0.594
     short: bool = False  # compact wording: fewer tokens per row, faster on CPU
+    planted: bool = False  # positive control (data/plant.py): correctness readable from the arguer's states only
 
 
 @dataclass

@@ -56,6 +56,9 @@ def register(sub) -> None:
     p.add_argument("--number-range", type=_range, default=(2, 60), metavar="LO,HI",
                    help="range of the numbers a problem draws (default 2,60)")
     p.add_argument("--short", action="store_true", help="compact questions and bare-equation solutions, for fast CPU demos")
+    p.add_argument("--planted", action="store_true",
+                   help="the positive control: one solution twice, its verdict readable from the arguer's states only "
+                        "(data/plant.py); the choice argument then picks at --argument-accuracy without reasons")
     p.set_defaults(func=run_synth)
 
     p = cmds.add_parser("from-solutions", help="pairs from OpenAI's released GSM8K model solutions")
@@ -189,6 +192,10 @@ def run_synth(args) -> int:
     records = synthesize(args.n, args.seed, steps=args.steps, error_kind=args.error_kind, error_step=args.error_step,
                          argument_accuracy=args.argument_accuracy, number_range=tuple(args.number_range),
                          short=args.short)
+    if args.planted:
+        from cot_transplant.data.plant import plant_all
+
+        records = plant_all(records, args.seed, args.argument_accuracy)
     write_records(records, args.out)
     stats = dataset_stats(records)
     kinds = ", ".join(f"{k} {v}" for k, v in stats["histograms"]["error_kind"].items())

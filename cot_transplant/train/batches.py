@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cot_transplant.data.plant import shown_candidates
 from cot_transplant.data.record import Record
 from cot_transplant.prompts.segments import Segment, encode_segments, pad_batch, position_ids  # noqa: F401
 from cot_transplant.prompts.templates import SPAN_SLOTS, Template, split_slots
@@ -48,17 +49,20 @@ def build_example(rec: Record, template: Template, tokenizer, *, shift: bool = T
 
     `shuffled-kv` takes the arguer passes (and the chooser's candidate texts, which it
     never reads once their K/V are replaced) from `donor`; `swapped-kv` gives each
-    candidate slot the other candidate; `no-argument` empties the choice argument.
+    candidate slot the other candidate; `no-argument` empties the choice argument. The
+    chooser's candidate texts are the record's planted views where it has them
+    (`data.plant`); the arguer always reads the arguments.
     """
     source = donor if variant == "shuffled-kv" and donor is not None else rec
     (_, arg1), (_, arg2) = source.candidates()
+    shown1, shown2 = shown_candidates(source)  # the arguments themselves, except in planted rows
     if variant == "swapped-kv":
-        arg1, arg2 = arg2, arg1
+        arg1, arg2, shown1, shown2 = arg2, arg1, shown2, shown1
     arguer = tuple(encode_template(tokenizer, template.arguer, {"question": source.question, "argument": a}, shift)
                    for a in (arg1, arg2))
     choice_argument = "" if variant == "no-argument" else (rec.choice_argument or "")
     chooser = encode_template(tokenizer, template.chooser, {
-        "question": rec.question, "candidate_1": arg1, "candidate_2": arg2, "choice_argument": choice_argument,
+        "question": rec.question, "candidate_1": shown1, "candidate_2": shown2, "choice_argument": choice_argument,
     }, shift)
     return Example(rec.row_id, arguer, chooser, rec.label, rec.argument_choice)
 

@@ -53,6 +53,10 @@ def load_records(cfg: Config) -> list[Record]:
         s = cfg.data.synthetic
         records = synthesize(s.n, s.seed, steps=tuple(s.steps), error_kind=s.error_kind, error_step=s.error_step,
                              argument_accuracy=s.argument_accuracy, short=s.short)
+        if s.planted:
+            from cot_transplant.data.plant import plant_all
+
+            records = plant_all(records, s.seed, s.argument_accuracy)
     if cfg.data.max_rows is not None:
         records = records[: cfg.data.max_rows]
     if cfg.data.mask:
