@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -11,7 +12,9 @@ def register(sub) -> None:
                                    "or resume a run directory.")
     p.add_argument("config", nargs="?", help="YAML config (see configs/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.optim.lr=1e-4 variant=text-only")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint (its own config)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its latest checkpoint (its own config; train.max_samples=N or "
+                        "train.epochs=E trains it further)")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="re-evaluate a run's checkpoint on its splits or another file")
@@ -31,14 +34,17 @@ def run_train(args) -> int:
     from cot_transplant.train.loop import train
 
     if args.resume:
-        if args.config:
-            raise UserError("--resume takes the run's own config; give no CONFIG (or drop --resume)")
         run = Path(args.resume)
         if not run.is_dir():
             raise UserError(f"{run}: run directory not found; give a directory under runs/")
         cfg, _ = rundir.read_run_config(run)
         if rundir.latest_checkpoint(run) is None:
             raise UserError(f"{run}: has no checkpoint to resume from; start it again with `cot-transplant train`")
+        extend = [a for a in ([args.config] if args.config else []) + list(args.overrides)]
+        if extend:
+            cfg = extended_config(cfg, extend)
+            if int(os.environ.get("RANK", "0")) == 0:  # one writer under `accelerate launch`
+                rundir.write_config(run, cfg)
         train(cfg, resume=run)
         return 0
     if not args.config:
@@ -46,6 +52,30 @@ def run_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     train(cfg, config_path=args.config)
     return 0
+
+
+EXTENDABLE = ("train.max_samples", "train.epochs")
+
+
+def extended_config(cfg, overrides: list[str]):
+    """`cfg` with a resumed run's length raised: only `train.max_samples` / `train.epochs` may change.
+
+    Raises:
+        UserError: a CONFIG file or another key given with --resume.
+    """
+    import dataclasses
+
+    from cot_transplant.config import load_config
+    from cot_transplant.errors import UserError
+
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if "=" not in item or key not in EXTENDABLE:
+            raise UserError(f"--resume takes the run's own config; only {' or '.join(EXTENDABLE)}=N may be given "
+                            f"to train it further, got {item!r}")
+    values = {k: v for k, v in dataclasses.asdict(load_config(None, overrides).train).items()
+              if f"train.{k}" in {o.split("=", 1)[0] for o in overrides}}
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **values))
 
 
 def run_eval(args) -> int:
