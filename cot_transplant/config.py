@@ -18,6 +18,7 @@ from cot_transplant.errors import UserError, suggest
 VARIANTS = ("joint", "frozen-arguer", "text-only", "shared", "shuffled-kv", "swapped-kv", "no-argument",
             "adversarial")
 RESIDUAL_DTYPES = ("float64",)
+DONORS = ("random", "length-matched")
 
 
 @dataclass
@@ -86,6 +87,9 @@ class TransplantConfig:
     layers: list[int] | None = None  # None -> every layer
     shift: bool = True  # the original alignment: spans one token earlier in both passes
     fraction: float = 1.0  # transplant only the first fraction of each argument's span (truncation study)
+    # shuffled-kv donors: random (a seeded derangement) | length-matched (each donor's candidates have token lengths
+    # near the row's own, so length cannot carry the signal; the pairing follows the lengths, not the seed)
+    donors: str = "random"
 
 
 @dataclass
@@ -126,7 +130,7 @@ class EvalConfig:
     every: int = 128  # train samples between evaluations (original 128)
     splits: list[str] = field(default_factory=lambda: ["val", "test"])
     batch_size: int = 8  # rows per eval forward
-    n_boot: int = 2000  # bootstrap resamples for the f_c CI
+    n_boot: int = 2000  # kept for old configs; unused: one split's f_c interval is Wilson's (no resampling)
     at_start: bool = True  # evaluate once before training (samples = 0)
 
 
@@ -179,6 +183,7 @@ def validate(cfg: Config) -> None:
         (cfg.prompt.overflow in ("skip", "truncate"), "prompt.overflow", "must be 'skip' or 'truncate'"),
         (cfg.transplant.site in ("kv", "k", "v", "residual"), "transplant.site", "must be kv, k, v or residual"),
         (0 < cfg.transplant.fraction <= 1, "transplant.fraction", "must be in (0, 1]"),
+        (cfg.transplant.donors in DONORS, "transplant.donors", f"must be one of {', '.join(DONORS)}"),
         (cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
         (cfg.train.fast_path in ("auto", "off"), "train.fast_path", "must be 'auto' or 'off'"),
         (cfg.train.accumulate_to >= cfg.train.batch_size and cfg.train.accumulate_to % cfg.train.batch_size == 0,

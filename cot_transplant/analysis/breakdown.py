@@ -13,11 +13,11 @@ as training numbers them) and joined to `predictions/<split>-<samples>.csv` by r
 from __future__ import annotations
 
 import json
-import math
 import re
 from fractions import Fraction
 from pathlib import Path
 
+from cot_transplant.analysis.stats import wilson
 from cot_transplant.errors import UserError
 
 GROUPINGS = ("error_kind", "error_step", "n_steps", "error_in_last_step", "argument_right")
@@ -118,16 +118,6 @@ def is_synthetic(records) -> bool:
 # --- grouping ---------------------------------------------------------------------------------------
 
 
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
-    """95% Wilson interval of k successes in n (sensible at small n and at 0 or n)."""
-    if n == 0:
-        return None, None
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))  # rounding never excludes p
-
-
 def _key(record, grouping: str) -> str:
     extra = record.extra
     if grouping == "argument_right":
@@ -150,7 +140,8 @@ def _order(value: str) -> tuple:
 def group_rows(rows: list[dict], grouping: str) -> list[dict]:
     """Per value of `grouping`: n, f_c (Wilson CI), the argument's accuracy and the checker's, if known.
 
-    `rows` hold "record", "correct" (the chooser was right) and "checker" (the checker was right, or None).
+    `rows` hold "record", "correct" (the chooser's row score: 1, 1/2 on a tie, 0; see
+    `metrics.row_scores`) and "checker" (the checker was right, or None).
     Rows without the metadata form the group "(none)", so the groups' n add up to len(rows).
     """
     groups: dict[str, list[dict]] = {}
@@ -174,16 +165,17 @@ def split_breakdown(records_by_id: dict, predictions: dict[str, list], synthetic
     Raises:
         UserError: a predicted row the data does not hold, or whose label differs (the data changed).
     """
+    from cot_transplant.train.metrics import row_scores
+
     rows = []
-    for row_id, p1, p2, label in zip(predictions["row_id"], predictions["p_cand1"], predictions["p_cand2"],
-                                     predictions["label"]):
+    scores = row_scores(predictions["p_cand1"], predictions["p_cand2"], predictions["label"]).tolist()
+    for row_id, label, score in zip(predictions["row_id"], predictions["label"], scores):
         rec = records_by_id.get(row_id)
         if rec is None or rec.label != label:
             raise UserError(f"row {row_id}: the run's data no longer matches its predictions "
                             f"({'missing' if rec is None else 'different label'}); was the data file changed?")
-        correct = (p1 > p2) if label == 1 else (p2 > p1)
         checker = (last_step_choice(rec) == rec.label) if synthetic else None
-        rows.append({"record": rec, "correct": bool(correct), "checker": checker})
+        rows.append({"record": rec, "correct": score, "checker": checker})
     n = len(rows)
     k = sum(r["correct"] for r in rows)
     low, high = wilson(k, n)

@@ -310,12 +310,13 @@ def eval_curve(run: Run, metric: str) -> list[tuple[float, float | None]]:
 
 def plot_ci_band(curves_by_label: Mapping[str, Iterable[Iterable[tuple[float, float | None]]]], out_png: Path, *,
                  ylabel: str = "val/f_c", title: str | None = None, base_rate: float | None = None,
-                 alpha: float = 0.05) -> Path:
-    """One mean line with its (1 - alpha) t band per label (e.g. a sweep combination); return the path.
+                 alpha: float = 0.05, bounds: tuple[float, float] | None = None) -> Path:
+    """One mean line with its band per label (e.g. a sweep combination); return the path.
 
     `curves_by_label` maps a label to its runs' (samples, value) series (see
-    `eval_curve`); the band is `stats.ci_band` (needs two runs to show).
-    `base_rate`, when given, is drawn as a dotted line.
+    `eval_curve`); the band is `stats.ci_band`: the (1 - alpha) t interval where 3+ runs
+    have a point (clipped to `bounds`, e.g. `stats.FRACTION` for f_c), the runs' min-max
+    where fewer do. `base_rate`, when given, is drawn as a dotted line.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -327,14 +328,14 @@ def plot_ci_band(curves_by_label: Mapping[str, Iterable[Iterable[tuple[float, fl
     ax = fig.add_subplot(1, 1, 1)
     for i, (label, curves) in enumerate(curves_by_label.items()):
         color = RUN_COLORS[i % len(RUN_COLORS)]
-        band = ci_band(list(curves), alpha=alpha)
+        band = ci_band(list(curves), alpha=alpha, bounds=bounds)
         runs = int(band.n.max()) if band.n.size else 0
         ax.plot(band.samples, band.mean, color=color, lw=1.6, label=f"{label} (n={runs})")
         ax.fill_between(band.samples, band.low, band.high, color=color, alpha=0.2, lw=0)
     if base_rate is not None:
         ax.axhline(base_rate, color="0.3", label="argument base rate", **BASE_RATE_STYLE)
     ax.set_xlabel("samples trained")
-    ax.set_ylabel(f"{ylabel} (mean, {100 * (1 - alpha):.0f}% t band over runs)")
+    ax.set_ylabel(f"{ylabel} (mean; {100 * (1 - alpha):.0f}% t band over 3+ runs, else min-max)")
     ax.grid(alpha=0.25)
     ax.legend(fontsize=9, frameon=False)
     ax.set_title(title or ylabel)

@@ -14,7 +14,8 @@ they are computed from. Spans are unshifted: the states at the argument's own to
 A standardized L2 logistic regression per (feature set, layer) predicts correct (1) vs incorrect
 (0), cross-validated with GroupKFold on the question, so a question's two answers always sit in one
 fold and a probe cannot score by recognising the question. The same probes on shuffled labels give
-the chance level as measured, not assumed.
+the chance level as measured, not assumed. Two baselines on the same items and folds
+(`analysis.probe_baselines`) say what the argument's length alone and its words alone give.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from cot_transplant.errors import UserError
 
 KINDS = ("hidden_mean", "hidden_last", "kv_mean")
+BASELINE_COLORS = {"length_only": "tab:purple", "tfidf": "tab:red"}
 KIND_LABELS = {"hidden_mean": "hidden state, mean over the argument",
                "hidden_last": "hidden state at the argument's last token",
                "kv_mean": "K/V (k_proj, v_proj), mean over the argument"}
@@ -53,35 +55,35 @@ def group_folds(groups, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(GroupKFold(n_splits=k).split(np.zeros(len(groups)), groups=groups))
 
 
-def cv_auroc(features, labels, groups, folds: int = 5, C: float = 1.0) -> dict:
-    """Cross-validated AUROC of a standardized L2 logistic-regression probe, grouped by `groups`.
+def cv_auroc(features, labels, groups, folds: int | list = 5, C: float = 1.0, make_probe=None) -> dict:
+    """Cross-validated AUROC of a probe (a standardized L2 logistic regression by default), grouped by `groups`.
 
     Args:
-        features: (n, d) one row per item.
+        features: (n, d) one row per item; any sequence `make_probe`'s model takes (e.g. texts) with it.
         labels: (n,) 0/1.
         groups: (n,) group ids (the question); a group never spans two folds.
-        folds: number of GroupKFold folds.
+        folds: the number of GroupKFold folds, or their (train, test) index pairs from `group_folds`
+            (so several feature sets are scored on the very same folds).
         C: inverse L2 strength of the logistic regression.
+        make_probe: a function returning an unfitted scikit-learn classifier with `decision_function`
+            (default: StandardScaler + L2 logistic regression with `C`).
     Returns:
         {"auroc": mean over folds, "auroc_sd": their sd, "fold_aurocs": [...],
          "auroc_pooled": AUROC of all out-of-fold scores together}; a fold holding one class only
         has AUROC None and is left out of the mean.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    x = np.asarray(features, dtype=np.float64)
+    x = np.asarray(features, dtype=np.float64) if make_probe is None else np.asarray(features)
     y = np.asarray(labels, dtype=np.int64)
+    splits = group_folds(groups, folds) if isinstance(folds, (int, np.integer)) else folds
     scores = np.zeros(len(y))
     per_fold = []
-    for train, test in group_folds(groups, folds):
+    for train, test in splits:
         if len(np.unique(y[train])) < 2:  # nothing to learn: a constant score
             scores[test] = 0.0
         else:
-            # liblinear: ~30x faster than lbfgs on these few-sample, wide, separable problems (measured)
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="liblinear", max_iter=1000))
+            probe = make_probe() if make_probe is not None else linear_probe(C)
             probe.fit(x[train], y[train])
             scores[test] = probe.decision_function(x[test])
         per_fold.append(float(roc_auc_score(y[test], scores[test])) if len(np.unique(y[test])) == 2 else None)
@@ -90,6 +92,16 @@ def cv_auroc(features, labels, groups, folds: int = 5, C: float = 1.0) -> dict:
             "auroc_sd": float(np.std(known, ddof=1)) if len(known) > 1 else None,
             "fold_aurocs": per_fold,
             "auroc_pooled": float(roc_auc_score(y, scores)) if len(np.unique(y)) == 2 else None}
+
+
+def linear_probe(C: float = 1.0):
+    """StandardScaler + L2 logistic regression, unfitted: the probe of every layer and of the length baseline."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # liblinear: ~30x faster than lbfgs on these few-sample, wide, separable problems (measured)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="liblinear", max_iter=1000))
 
 
 def shuffle_within(labels, groups, seed: int = 0) -> np.ndarray:
@@ -105,16 +117,18 @@ def shuffle_within(labels, groups, seed: int = 0) -> np.ndarray:
     return out
 
 
-def probe_layers(features: dict[str, np.ndarray], labels, groups, folds: int = 5, C: float = 1.0,
+def probe_layers(features: dict[str, np.ndarray], labels, groups, folds: int | list = 5, C: float = 1.0,
                  seed: int = 0, control: bool = True, progress: bool = False) -> dict[str, list[dict]]:
-    """`cv_auroc` for every feature set and layer; `features[kind]` is (layers, n, d).
+    """`cv_auroc` for every feature set and layer, all on one set of folds; `features[kind]` is (layers, n, d).
 
-    With `control`, each layer also gets `auroc_shuffled`: the same probe on labels shuffled once
-    within each group (seeded, the same for every layer), the measured chance level.
+    `folds` is a count or `group_folds`' pairs. With `control`, each layer also gets `auroc_shuffled`:
+    the same probe on labels shuffled once within each group (seeded, the same for every layer), the
+    measured chance level.
     """
     from tqdm.auto import tqdm
 
     labels = np.asarray(labels)
+    folds = group_folds(groups, folds) if isinstance(folds, (int, np.integer)) else folds
     shuffled = shuffle_within(labels, groups, seed)
     out = {}
     bar = tqdm(total=sum(len(v) for v in features.values()), desc="probe fits", unit="layer",
@@ -206,6 +220,13 @@ def extract_features(model, tokenizer, template, items: list[tuple[str, str]], b
     return {k: np.concatenate(v, axis=1).astype(np.float32) for k, v in chunks.items()}, kept
 
 
+def argument_tokens(tokenizer, argument: str) -> int:
+    """The argument's token count: the length of its span in the arguer prompt (tokenized on its own)."""
+    from cot_transplant.prompts.segments import Segment, tokenize_segment
+
+    return len(tokenize_segment(tokenizer, Segment(argument)))
+
+
 # --- the command ------------------------------------------------------------------------------------
 
 
@@ -216,6 +237,7 @@ def run_probes(data: str | Path, out: str | Path, model_name: str | None = None,
     Raises:
         UserError: unreadable data, an unknown model or template, too few rows for the folds.
     """
+    from cot_transplant.analysis.probe_baselines import probe_baselines
     from cot_transplant.data.io import read_records
     from cot_transplant.models import DEFAULT_MODEL, load_model, load_tokenizer
     from cot_transplant.prompts.templates import get_template
@@ -243,7 +265,10 @@ def run_probes(data: str | Path, out: str | Path, model_name: str | None = None,
     paired = np.isin(groups, [g for g in np.unique(groups) if (groups == g).sum() == 2])
     features = {k: v[:, paired] for k, v in features.items()}
     labels, groups = labels[paired], groups[paired]
-    probes = probe_layers(features, labels, groups, folds, C, seed, progress=True)
+    texts = [items[i][1] for i in np.asarray(kept)[paired]]
+    splits = group_folds(groups, folds)  # one set of folds for every layer and both baselines
+    probes = probe_layers(features, labels, groups, splits, C, seed, progress=True)
+    baselines = probe_baselines(texts, [argument_tokens(tokenizer, t) for t in texts], labels, groups, splits, C)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
@@ -256,7 +281,8 @@ def run_probes(data: str | Path, out: str | Path, model_name: str | None = None,
         "dims": {k: int(v.shape[-1]) for k, v in features.items()},
         "layers": {"hidden": "0 = embeddings, l = output of decoder layer l (the last after the final norm)",
                    "kv": "l = k_proj/v_proj of decoder layer l (computed from hidden state l)"},
-        "probes": probes, "best": best_layers(probes), "wall_s": round(time.time() - t0, 1),
+        "fold_questions": [sorted(int(g) for g in np.unique(groups[test])) for _, test in splits],
+        "probes": probes, "best": best_layers(probes), "baselines": baselines, "wall_s": round(time.time() - t0, 1),
         "_provenance": stamp(),
     }
     atomic_write_text(out / "probe.json", json.dumps(result, indent=1))
@@ -280,12 +306,15 @@ def best_layers(probes: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def plot_probes(result: dict, out_png) -> object:
-    """AUROC per layer of each feature set (+- fold sd), shuffled-label controls dashed, chance at 0.5.
+    """AUROC per layer of each feature set (+- fold sd), shuffled-label controls dashed, chance at 0.5,
+    the length-only and text-only baselines as dash-dotted horizontal lines.
 
     `out_png` is a path or a binary file object; returns it.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from cot_transplant.analysis.probe_baselines import BASELINE_LABELS
 
     fig = Figure(figsize=(8, 4.8))
     FigureCanvasAgg(fig)
@@ -302,9 +331,15 @@ def plot_probes(result: dict, out_png) -> object:
             ax.plot(x, [np.nan if r.get("auroc_shuffled") is None else r["auroc_shuffled"] for r in rows],
                     color=color, ls="--", lw=1, alpha=0.7)
     ax.axhline(0.5, color="0.3", ls=(0, (1, 3)), lw=1.4, label="chance (dashed: shuffled labels)")
+    lows = [0.3]
+    for name, base in result.get("baselines", {}).items():  # probe.json files from before baselines have none
+        if base.get("auroc") is not None:
+            ax.axhline(base["auroc"], color=BASELINE_COLORS.get(name, "0.5"), ls="-.", lw=1.3,
+                       label=f"baseline: {BASELINE_LABELS.get(name, name)}, {base['auroc']:.2f}")
+            lows.append(base["auroc"] - 0.05)
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel(f"AUROC, {result['config']['folds']}-fold CV by question (mean +- sd)")
-    ax.set_ylim(0.3, 1.02)
+    ax.set_ylim(min(lows), 1.02)
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8, frameon=False, loc="upper left")
     cfg = result["config"]

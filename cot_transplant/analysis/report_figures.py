@@ -37,7 +37,7 @@ def _draw_ours(ax, bands: Sequence[dict], runs: Sequence[tuple[str, object]]) ->
         pts = band["points"]
         x = np.array([p["samples"] for p in pts], dtype=np.float64)
         ax.plot(x, _nan(p["mean"] for p in pts), color=color, lw=1.8, marker="o", ms=3,
-                label=f"{band['label']} (mean, 95% t band over seeds)")
+                label=f"{band['label']} (mean; 95% t band over 3+ seeds, else their range)")
         ax.fill_between(x, _nan(p["ci_low"] for p in pts), _nan(p["ci_high"] for p in pts), color=color,
                         alpha=0.2, lw=0)
         if band.get("base_rate") is not None:
@@ -50,7 +50,7 @@ def _draw_ours(ax, bands: Sequence[dict], runs: Sequence[tuple[str, object]]) ->
         if not evals:
             continue
         x, y = series(evals, f"{split}/f_c")
-        ax.plot(x, y, color=color, lw=1.8, marker="o", ms=3, label=f"{label} ({split} f_c, 95% bootstrap band)")
+        ax.plot(x, y, color=color, lw=1.8, marker="o", ms=3, label=f"{label} ({split} f_c, 95% Wilson band)")
         ax.fill_between(x, series(evals, f"{split}/f_c_ci_low")[1], series(evals, f"{split}/f_c_ci_high")[1],
                         color=color, alpha=0.2, lw=0)
         base = [v for v in series(evals, f"{split}/base_rate")[1] if not math.isnan(v)]
@@ -71,7 +71,7 @@ def _finish(ax, title: str) -> None:
 def curves_figure(bands: Sequence[dict], runs: Sequence[tuple[str, object]], reference: dict | None) -> bytes:
     """Test f_c against samples trained: sweep combinations as mean and 95% t band across seeds
     (`bands`: {"label", "points" (sweep.json band entries), "base_rate"}) and single runs with their
-    per-eval bootstrap 95% band (`runs`: (label, run dir)). With `reference` (from
+    per-eval Wilson 95% band (`runs`: (label, run dir)). With `reference` (from
     `plots.read_reference`), a second panel adds the original study's published test f_c, labelled,
     on its own longer axis (short runs would vanish at its scale).
     """

@@ -31,19 +31,10 @@ def _ci(mean, low, high) -> str:
     return f"{_pct(mean)} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
-def _num_ci(mean, low, high) -> str:
-    """An AUROC-like value (not a percentage) with its interval."""
-    if mean is None:
+def _p(test: dict | None, key: str = "p_value") -> str:
+    if not test or test.get(key) is None:
         return "n/a"
-    if low is None or high is None:
-        return f"{mean:.3f}"
-    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def _p(test: dict | None) -> str:
-    if not test or test.get("p_value") is None:
-        return "n/a"
-    return f"{test['p_value']:.3g} (n={test['n']})"
+    return f"{test[key]:.3g} (n={test['n']})"
 
 
 def _summary(run: Path) -> dict:
@@ -119,6 +110,8 @@ def data_section(sources: list[Source], cache: dict) -> Section:
 
 
 def results_section(sources: list[Source]) -> Section:
+    from cot_transplant.analysis.sweep import interval_text
+
     s = Section("Results")
     for src in [x for x in sources if x.kind == "sweep"]:
         rows = []
@@ -126,24 +119,26 @@ def results_section(sources: list[Source]) -> Section:
             base = [r.get("base_rate") for r in c["runs"] if r.get("base_rate") is not None]
             chosen, end = c["test_at_chosen"], c["test_at_end"]
             above = c["above_base_rate"]["at_chosen"]
-            rows.append([c["label"], f"{c['n_complete']}/{c['n_runs']}",
-                         _ci(chosen["f_c"]["mean"], chosen["f_c"]["ci_low"], chosen["f_c"]["ci_high"]),
-                         _ci(end["f_c"]["mean"], end["f_c"]["ci_low"], end["f_c"]["ci_high"]),
-                         _num_ci(chosen["auroc"]["mean"], chosen["auroc"]["ci_low"], chosen["auroc"]["ci_high"]),
+            rows.append([c["label"], f"{c['n_complete']}/{c['n_runs']}", interval_text(chosen["f_c"], _pct),
+                         interval_text(end["f_c"], _pct),
+                         interval_text(chosen["auroc"], lambda x: f"{x:.3f}"),
                          f"{above['runs']}/{above['of']}", _pct(sum(base) / len(base) if base else None)])
-        s.blocks.append(Table(["variant", "runs", "test f_c at val-chosen checkpoint, mean [95% t CI]",
-                               "test f_c at end", "test AUROC at chosen", "runs above base rate", "base rate"],
+        s.blocks.append(Table(["variant", "runs", "test f_c at val-chosen checkpoint, mean [95% t CI, 3+ seeds] "
+                               "or (seeds; range)", "test f_c at end", "test AUROC at chosen", "runs above base rate",
+                               "base rate"],
                               rows, caption=f"sweep {src.label}: across seeds {src.sweep['seeds']}"))
         cmp_rows = [[f"{c['a']} vs {c['b']}", json.dumps(c["fixed"]) if c["fixed"] else "",
-                     "; ".join(f"s{t['seed']}: {_p(t)}" for t in c["per_seed"]),
-                     _p(c["concatenated"]), f"{_pct(c['row_means']['diff'])}, p {_p(c['row_means'])}"]
+                     f"{_pct(c['row_means']['diff'])}, p {_p(c['row_means'])}, Holm p {_p(c['row_means'], 'p_holm')}",
+                     "; ".join(f"s{t['seed']}: {_p(t)}" for t in c["per_seed"]), _p(c["concatenated"])]
                     for c in src.sweep["comparisons"]]
         if cmp_rows:
-            s.blocks.append(Table(["comparison", "other grid values", "per seed p", "seeds concatenated p",
-                                   "per-row means: f_c diff, p"], cmp_rows,
+            s.blocks.append(Table(["comparison", "other grid values", "primary: per-row means, f_c diff, p, Holm p",
+                                   "secondary: per seed p", "secondary: seeds concatenated p"], cmp_rows,
                                   caption="paired permutation tests on test rows at each run's val-chosen checkpoint"))
-            s.blocks.append(Para("Per-row means treat test rows as the independent units (prefer it); the "
-                                 "concatenated test repeats each row once per seed and is optimistic."))
+            s.blocks.append(Para("The primary test treats test rows as the independent units (per-row correctness "
+                                 "averaged over seeds, ties 1/2); its p is Holm-adjusted across the comparisons. "
+                                 "The secondary tests are descriptive: the concatenated one repeats each row once "
+                                 "per seed and is optimistic."))
         else:
             s.blocks.append(Para(f"sweep {src.label}: no comparison in its plan (grid without two variants to "
                                  "compare).", missing=True))
@@ -160,7 +155,7 @@ def results_section(sources: list[Source]) -> Section:
                          "n/a" if ch.get("auroc") is None else f"{ch['auroc']:.3f}", _pct(ch.get("f_c_oc")),
                          _pct(ch.get("f_c_oi"))])
         s.blocks.append(Table(["run", "variant", "checkpoint chosen by", "samples",
-                               "test f_c at chosen [95% bootstrap CI]", "test f_c at end", "base rate", "AUROC",
+                               "test f_c at chosen [95% Wilson CI]", "test f_c at end", "base rate", "AUROC",
                                "f_c_oc", "f_c_oi"], rows, caption="runs (summary.json): never the best test value"))
         if len(run_srcs) > 1:
             s.blocks.append(_run_tests(run_srcs))
@@ -168,15 +163,16 @@ def results_section(sources: list[Source]) -> Section:
 
 
 def _correct(run: Path) -> dict[int, float]:
+    """{row_id: row score (1, 1/2 on a tie, 0)} on the test rows at the run's val-chosen checkpoint."""
     from cot_transplant.train import rundir
+    from cot_transplant.train.metrics import row_scores
 
     samples = (_summary(run).get("test_at_chosen") or {}).get("samples")
     path = run / "predictions" / f"test-{samples}.csv"
     if samples is None or not path.is_file():
         return {}
     p = rundir.read_predictions(path)
-    return {r: float((p1 > p2) if y == 1 else (p2 > p1))
-            for r, p1, p2, y in zip(p["row_id"], p["p_cand1"], p["p_cand2"], p["label"])}
+    return dict(zip(p["row_id"], row_scores(p["p_cand1"], p["p_cand2"], p["label"]).tolist()))
 
 
 def _run_tests(run_srcs: list[Source]) -> Table:
@@ -214,8 +210,8 @@ def curves_section(sources: list[Source], reference: dict | None) -> Section:
     if not bands and not runs:
         s.blocks.append(Para("No evaluation curves in the inputs.", missing=True))
         return s
-    caption = ("test f_c against samples trained: sweeps as mean and 95% t band across seeds, runs with the "
-               "bootstrap 95% band of each evaluation; dotted: the argument's base rate")
+    caption = ("test f_c against samples trained: sweeps as mean and 95% t band across 3+ seeds (else the seeds' "
+               "min-max), runs with the 95% Wilson band of each evaluation; dotted: the argument's base rate")
     caption += ("; right: with the original study's published test curves in grey" if reference
                 else " (no reference curves found)")
     s.blocks.append(Figure(curves_figure(bands, runs, reference), caption, "curves"))
@@ -268,7 +264,8 @@ def probes_section(paths: list[Path]) -> Section:
         s.blocks.append(Table(["features", "best layer", "AUROC there (mean +- sd over folds)",
                                "shuffled labels there", "last layer"], rows,
                               caption="probe AUROC (the best of many layers is optimistic: read it against the "
-                                      "shuffled-label control and the curve)"))
+                                      "shuffled-label control, the baselines and the curve)"))
+        s.blocks.append(_probe_baselines(r))
         png = path.parent / "probe.png"
         data = png.read_bytes() if png.is_file() else plot_probes(r, io.BytesIO()).getvalue()
         s.blocks.append(Figure(data, "AUROC of correct vs incorrect per layer", f"probe-{path.parent.name}"))
@@ -276,6 +273,23 @@ def probes_section(paths: list[Path]) -> Section:
         s.blocks.append(Para("No probe results; make them with `cot-transplant probe --data FILE --out DIR` and "
                              "pass --probe DIR (or put them under an input directory).", missing=True))
     return s
+
+
+def _probe_baselines(result: dict) -> Table | Para:
+    """The length-only and text-only baselines of one probe.json, scored on the probes' rows and folds."""
+    from cot_transplant.analysis.probe_baselines import BASELINE_LABELS
+
+    baselines = result.get("baselines")
+    if not baselines:
+        return Para("This probe.json has no baselines (written before they existed); rerun `cot-transplant probe` "
+                    "for the length-only and text-only AUROCs on the same folds.", missing=True)
+    rows = [[BASELINE_LABELS.get(name, name), b.get("features", ""),
+             "n/a" if b["auroc"] is None else f"{b['auroc']:.3f} +- {b['auroc_sd'] or 0:.3f}",
+             " ".join("n/a" if a is None else f"{a:.3f}" for a in b["fold_aurocs"])]
+            for name, b in baselines.items()]
+    return Table(["baseline", "reads", "AUROC (mean +- sd over folds)", "per fold"], rows,
+                 caption="baselines on the same rows and folds as the probes: a layer above chance but not above "
+                         "these reads no more than the argument's length or words")
 
 
 def _breakdowns(src: Source, cache: dict) -> tuple[list[tuple[str, list[dict]]], list[str]]:

@@ -1,17 +1,59 @@
-"""Statistics for honest reporting: bootstrap and t intervals, a paired permutation test,
-CI bands over runs, and checkpoint selection on the validation split only.
+"""Statistics for honest reporting: the Wilson interval of one split's f_c, t intervals (or the
+range) across seeds, a paired permutation test with Holm's correction, CI bands over runs, and
+checkpoint selection on the validation split only. Pure numpy (scipy imported where needed); no torch.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from statistics import NormalDist
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 _CHUNK = 4_000_000  # elements per (resamples x rows) block: bounds memory on large splits
+# Fewest values for a t interval: with two, t_1 = 12.7 gives an interval that says nothing, so fewer
+# values are reported as themselves and their range.
+MIN_T_VALUES = 3
+FRACTION = (0.0, 1.0)  # bounds of a fraction metric (f_c, AUROC, agree, base rate): t intervals are clipped to it
+
+
+def wilson(k: float, n: int, alpha: float = 0.05) -> tuple[float | None, float | None]:
+    """(1 - alpha) Wilson score interval of the proportion k / n; (None, None) when n == 0.
+
+    Sound at small n and at 0 or n (24/24 gives [0.862, 1], where a bootstrap collapses to
+    [1, 1]). `k` may be fractional (ties scored 1/2 add 0.5 each): the same formula on p = k / n,
+    which is the textbook interval for whole k. Raises ValueError when k is outside [0, n].
+    """
+    if n == 0:
+        return None, None
+    if not -1e-9 <= k <= n + 1e-9:
+        raise ValueError(f"wilson: k = {k} is outside [0, n = {n}]")
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    p = min(1.0, max(0.0, k / n))
+    shrink = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / shrink
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / shrink
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))  # rounding never excludes p
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given.
+
+    The j-th smallest of m p-values becomes max over i <= j of min(1, (m - i + 1) * p_(i)):
+    rejecting where the adjusted p < alpha keeps the family-wise error rate at alpha.
+    Raises ValueError on a value outside [0, 1] (NaN included).
+    """
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    if not ((p >= 0) & (p <= 1)).all():
+        raise ValueError(f"holm: p-values must lie in [0, 1], got {p.tolist()}")
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
+    adjusted = np.empty_like(p)
+    adjusted[order] = stepped
+    return adjusted.tolist()
 
 
 def bootstrap_ci(values: ArrayLike, stat: Callable = np.mean, n_boot: int = 2000, alpha: float = 0.05,
@@ -44,25 +86,46 @@ def bootstrap_ci(values: ArrayLike, stat: Callable = np.mean, n_boot: int = 2000
     return float(low), float(high)
 
 
-def mean_ci(values: ArrayLike, alpha: float = 0.05) -> tuple[float | None, float | None, float | None]:
+def mean_ci(values: ArrayLike, alpha: float = 0.05,
+            bounds: tuple[float, float] | None = None) -> tuple[float | None, float | None, float | None]:
     """(mean, low, high) across runs with a Student t interval: mean +- t_{n-1} * sd / sqrt(n).
 
     A t interval, not a bootstrap, because runs are few (3-5 seeds): a bootstrap over
-    five values is far too narrow. Assumes roughly normal per-run values. NaN and
-    None entries are dropped; with fewer than two values low/high are None; with
-    none, everything is None.
+    five values is far too narrow. Assumes roughly normal per-run values. NaN and None
+    entries are dropped; with fewer than MIN_T_VALUES (3) values low/high are None (see
+    `seed_interval` for what to report instead); with none, everything is None. `bounds`
+    clips the interval, e.g. FRACTION for f_c (None for a loss).
     """
     v = _finite(values)
     if len(v) == 0:
         return None, None, None
     mean = float(v.mean())
-    if len(v) < 2:
+    if len(v) < MIN_T_VALUES:
         return mean, None, None
     from scipy import stats as st  # here, not at the top: `cot-transplant plot` never needs scipy
 
-
     half = float(st.t.ppf(1 - alpha / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(bounds[0], low), min(bounds[1], high)
+    return mean, low, high
+
+
+def seed_interval(values: ArrayLike, alpha: float = 0.05, bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Mean across seeds and the interval to report it with: {"mean", "ci_low", "ci_high", "interval", "n"}.
+
+    With MIN_T_VALUES (3) or more values, `interval` is "t": the t interval of `mean_ci`, clipped
+    to `bounds`. With fewer it is "range": ci_low/ci_high are the smallest and largest value,
+    never a t interval. No values: all None. NaN and None entries are dropped.
+    """
+    v = _finite(values)
+    if len(v) == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "interval": None, "n": 0}
+    if len(v) < MIN_T_VALUES:
+        return {"mean": float(v.mean()), "ci_low": float(v.min()), "ci_high": float(v.max()), "interval": "range",
+                "n": len(v)}
+    mean, low, high = mean_ci(v, alpha, bounds)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "interval": "t", "n": len(v)}
 
 
 def _finite(values: Iterable[Any]) -> np.ndarray:
@@ -105,10 +168,10 @@ def paired_permutation_test(correct_a: ArrayLike, correct_b: ArrayLike, n_perm: 
 
 
 class Band(NamedTuple):
-    """Mean and (1 - alpha) t interval across runs at each `samples` point.
+    """Mean and interval across runs at each `samples` point (see `seed_interval`).
 
-    `low`/`high` are NaN where fewer than two runs have a value (matplotlib leaves
-    a gap there); `n` is the number of runs that contributed.
+    `low`/`high` are the (1 - alpha) t interval where `interval` is "t" (3+ runs), the runs'
+    min and max where it is "range"; `n` is the number of runs that contributed.
     """
 
     samples: np.ndarray
@@ -116,10 +179,12 @@ class Band(NamedTuple):
     low: np.ndarray
     high: np.ndarray
     n: np.ndarray
+    interval: tuple[str, ...] = ()
 
 
-def ci_band(curves: Sequence[Iterable[tuple[float, float | None]]], alpha: float = 0.05) -> Band:
-    """Per-`samples` mean and t interval (see `mean_ci`) over several runs' (samples, value) series.
+def ci_band(curves: Sequence[Iterable[tuple[float, float | None]]], alpha: float = 0.05,
+            bounds: tuple[float, float] | None = None) -> Band:
+    """Per-`samples` `seed_interval` over several runs' (samples, value) series; t intervals clipped to `bounds`.
 
     Points are matched on exact `samples` values (runs of one sweep evaluate at the
     same counts); a run missing a point or logging None there just does not count.
@@ -129,14 +194,15 @@ def ci_band(curves: Sequence[Iterable[tuple[float, float | None]]], alpha: float
         for samples, value in series:
             by_samples.setdefault(samples, []).append(value)
     xs = sorted(by_samples)
-    rows = [mean_ci(by_samples[x], alpha) for x in xs]
-    as_array = lambda i: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.float64)  # noqa: E731
+    rows = [seed_interval(by_samples[x], alpha, bounds) for x in xs]
+    as_array = lambda k: np.array([np.nan if r[k] is None else r[k] for r in rows], dtype=np.float64)  # noqa: E731
     return Band(
         samples=np.array(xs, dtype=np.float64),
-        mean=as_array(0),
-        low=as_array(1),
-        high=as_array(2),
-        n=np.array([len(_finite(by_samples[x])) for x in xs], dtype=np.int64),
+        mean=as_array("mean"),
+        low=as_array("ci_low"),
+        high=as_array("ci_high"),
+        n=np.array([r["n"] for r in rows], dtype=np.int64),
+        interval=tuple(r["interval"] for r in rows),
     )
 
 

@@ -5,7 +5,8 @@ Layout of a sweep directory (`runs/sweep-<config stem>-<time>/` by default):
                      comparison, and every run's name, seed and grid values
   <run>/             one run directory per (combination, seed); see train/rundir.py
   sweep.json         the aggregate, rewritten at the end of every invocation (see `aggregate`)
-  band-<combo>.png   val and test f_c at each eval point: mean and 95% t band across seeds
+  band-<combo>.png   val and test f_c at each eval point: mean and 95% t band across 3+ seeds
+                     (clipped to [0, 1]), or the seeds' min-max with fewer
   bands.png          test f_c bands of every combination in one figure
 
 The grid may not touch `seed` (use the seed count), `run.*`, or the `data.*` keys that
@@ -26,7 +27,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cot_transplant.config import Config, apply_overrides, load_config, to_dict
 from cot_transplant.errors import UserError
@@ -254,11 +255,25 @@ def _clean(x: Any) -> Any:
 
 
 def _interval(values: list) -> dict:
-    from cot_transplant.analysis.stats import mean_ci
+    """A fraction metric across seeds: `stats.seed_interval` (t clipped to [0, 1] with 3+ seeds, else the
+    range) and the per-seed `values`."""
+    from cot_transplant.analysis.stats import FRACTION, seed_interval
 
-    mean, low, high = mean_ci(values)
-    return {"mean": mean, "ci_low": low, "ci_high": high, "n": sum(v is not None for v in values),
-            "values": values}
+    return {**seed_interval(values, bounds=FRACTION), "values": values}
+
+
+def interval_text(d: dict, fmt: Callable[[float], str]) -> str:
+    """An `_interval` as text: "mean [95% t low, high]" with 3+ seeds, else "mean (seeds v1, v2; range low to high)".
+
+    Aggregates written before `interval` existed read as "t".
+    """
+    if d.get("mean") is None:
+        return "n/a"
+    mean, low, high = fmt(d["mean"]), d["ci_low"], d["ci_high"]
+    if d.get("interval", "t") == "t":
+        return mean if low is None else f"{mean} [95% t {fmt(low)}, {fmt(high)}]"
+    seeds = ", ".join(fmt(v) for v in d.get("values", []) if v is not None)
+    return f"{mean} (seeds {seeds}; range {fmt(low)} to {fmt(high)})"
 
 
 def _above(runs: list[dict], key: str) -> dict:
@@ -268,14 +283,15 @@ def _above(runs: list[dict], key: str) -> dict:
 
 
 def _band(curves: list) -> list[dict]:
-    from cot_transplant.analysis.stats import ci_band
+    from cot_transplant.analysis.stats import FRACTION, ci_band
 
     if not any(curves):
         return []
-    b = ci_band(curves)
-    return [{"samples": int(s) if s.is_integer() else s, "mean": m, "ci_low": lo, "ci_high": hi, "n": n}
-            for s, m, lo, hi, n in zip(b.samples.tolist(), b.mean.tolist(), b.low.tolist(), b.high.tolist(),
-                                       b.n.tolist())]
+    b = ci_band(curves, bounds=FRACTION)
+    return [{"samples": int(s) if s.is_integer() else s, "mean": m, "ci_low": lo, "ci_high": hi, "n": n,
+             "interval": kind}
+            for s, m, lo, hi, n, kind in zip(b.samples.tolist(), b.mean.tolist(), b.low.tolist(), b.high.tolist(),
+                                             b.n.tolist(), b.interval)]
 
 
 def _run_record(run: dict, run_dir: Path, status: str) -> dict:
@@ -331,31 +347,48 @@ def _split_check(sweep_dir: Path, runs: list[dict]) -> dict:
 
 
 def _correct_by_row(run_dir: Path, samples: int) -> dict[int, float]:
-    """{row_id: 1.0 if the chooser preferred the correct candidate else 0.0} at one test evaluation."""
+    """{row_id: the chooser's row score (1, 1/2 on a tie, 0; `metrics.row_scores`)} at one test evaluation."""
     from cot_transplant.train import rundir
+    from cot_transplant.train.metrics import row_scores
 
     path = run_dir / "predictions" / f"test-{samples}.csv"
     if not path.is_file():
         raise UserError(f"{path}: missing; the run's test predictions at its chosen checkpoint are needed")
     p = rundir.read_predictions(path)
-    return {row: float((p1 if label == 1 else p2) > (p2 if label == 1 else p1))
-            for row, p1, p2, label in zip(p["row_id"], p["p_cand1"], p["p_cand2"], p["label"])}
+    return dict(zip(p["row_id"], row_scores(p["p_cand1"], p["p_cand2"], p["label"]).tolist()))
 
 
 CONCATENATED_HOW = ("every (seed, test row) pair of a's and b's runs of equal seed, concatenated over seeds, "
                     "one sign-flip unit per pair; a row recurs once per seed, so these units are not independent "
                     "and the p-value is optimistic when rows differ in difficulty")
-ROW_MEANS_HOW = ("per test row, correctness averaged over the seeds for a and for b; the per-row differences are "
-                 "sign-flipped (rows are the independent units; seed noise is averaged in)")
+ROW_MEANS_HOW = ("per test row, correctness (1, 1/2 on a tie, 0) averaged over the seeds for a and for b; the "
+                 "per-row differences are sign-flipped (rows are the independent units; seed noise is averaged in)")
+PRIMARY_TEST = {
+    "test": "row_means",
+    "how": "paired permutation test (sign flips, two-sided) on per-row means over seeds: " + ROW_MEANS_HOW,
+    "correction": "Holm across the comparisons, one per setting of the other grid keys: row_means.p_holm",
+    "secondary": "per_seed and concatenated: descriptive, not corrected; read the primary test",
+}
 
 
-def _test(a: list[float], b: list[float], n_perm: int) -> dict:
+def _test(a: list[float], b: list[float], n_perm: int, role: str = "secondary") -> dict:
     from cot_transplant.analysis.stats import paired_permutation_test
 
     n = len(a)
-    return {"n": n, "f_c_a": sum(a) / n if n else None, "f_c_b": sum(b) / n if n else None,
+    return {"role": role, "n": n, "f_c_a": sum(a) / n if n else None, "f_c_b": sum(b) / n if n else None,
             "diff": (sum(a) - sum(b)) / n if n else None,
             "p_value": paired_permutation_test(a, b, n_perm=n_perm, seed=0) if n else None}
+
+
+def with_holm(comparisons: list[dict]) -> list[dict]:
+    """`comparisons` with `row_means.p_holm`: the primary p-values Holm-adjusted across the comparisons
+    that have one (a comparison without paired rows keeps None)."""
+    from cot_transplant.analysis.stats import holm
+
+    known = [i for i, c in enumerate(comparisons) if c["row_means"]["p_value"] is not None]
+    adjusted = dict(zip(known, holm([comparisons[i]["row_means"]["p_value"] for i in known])))
+    return [{**c, "row_means": {**c["row_means"], "p_holm": adjusted.get(i), "holm_over": len(known)}}
+            for i, c in enumerate(comparisons)]
 
 
 def _seed_pairs(plan: dict, records: dict[str, dict], ia: int, ib: int) -> list[tuple[int, dict, dict]]:
@@ -369,7 +402,11 @@ def _seed_pairs(plan: dict, records: dict[str, dict], ia: int, ib: int) -> list[
 
 
 def _compare(sweep_dir: Path, plan: dict, records: dict[str, dict], a: str, b: str) -> list[dict]:
-    """Paired permutation tests of variant `a` against `b`, once per setting of the other grid keys."""
+    """Paired permutation tests of variant `a` against `b`, once per setting of the other grid keys.
+
+    The primary test is `row_means` (see PRIMARY_TEST), Holm-corrected across settings; the
+    per-seed and concatenated tests are secondary.
+    """
     combos = plan["combinations"]
     others = [{k: v for k, v in c["values"].items() if k != "variant"} for c in combos]
     out = []
@@ -396,12 +433,13 @@ def _compare(sweep_dir: Path, plan: dict, records: dict[str, dict], a: str, b: s
                     "b_combination": combos[ib]["label"], "at": "each run's validation-chosen checkpoint",
                     "per_seed": per_seed,
                     "concatenated": {"how": CONCATENATED_HOW, **_test(cat_a, cat_b, plan["n_perm"])},
-                    "row_means": {"how": ROW_MEANS_HOW, **_test(mean_a, mean_b, plan["n_perm"])}})
-    return out
+                    "row_means": {"how": ROW_MEANS_HOW, **_test(mean_a, mean_b, plan["n_perm"], "primary")}})
+    return with_holm(out)
 
 
 def _plots(sweep_dir: Path, combos: list[dict], records: list[list[dict]]) -> dict[str, str]:
     from cot_transplant.analysis.plots import plot_ci_band
+    from cot_transplant.analysis.stats import FRACTION
 
     written, all_test = {}, {}
     for combo, runs in zip(combos, records):
@@ -415,14 +453,14 @@ def _plots(sweep_dir: Path, combos: list[dict], records: list[list[dict]]) -> di
         path = sweep_dir / f"band-{combo['slug']}.png"
         try:
             plot_ci_band(curves, path, ylabel="f_c", title=f"{combo['label']}: {len(done)} seeds",
-                         base_rate=base[0] if base else None)
+                         base_rate=base[0] if base else None, bounds=FRACTION)
             written[combo["slug"]] = path.name
         except Exception as exc:  # a figure must never cost the sweep's numbers
             written[combo["slug"]] = f"not written: {exc}"
     if any(all_test.values()):
         try:
             plot_ci_band({k: v for k, v in all_test.items() if v}, sweep_dir / "bands.png", ylabel="test/f_c",
-                         title=f"{sweep_dir.name}: test f_c")
+                         title=f"{sweep_dir.name}: test f_c", bounds=FRACTION)
             written["all"] = "bands.png"
         except Exception as exc:
             written["all"] = f"not written: {exc}"
@@ -433,11 +471,13 @@ def aggregate(sweep_dir: Path, plan: dict | None = None, failed: dict[str, str] 
               interrupted: bool = False) -> dict:
     """Write `sweep.json` (and the band figures) from the run directories alone; return it.
 
-    Per combination: mean and 95% t interval across seeds of test f_c (and AUROC) at the
-    checkpoint chosen on validation and at the end; the share of runs above the argument's
-    base rate; the t band of val and test f_c at each eval point. When the plan names two
-    variants to compare, paired permutation tests on the test rows at each run's chosen
-    checkpoint: per seed, over all seeds' rows concatenated, and over per-row means.
+    Per combination: mean across seeds of test f_c (and AUROC) at the checkpoint chosen on
+    validation and at the end, with a 95% t interval clipped to [0, 1] (3+ seeds) or the
+    per-seed values and their range (`interval`: "t" | "range"); the share of runs above the
+    argument's base rate; the same band of val and test f_c at each eval point. When the plan
+    names two variants to compare, paired permutation tests on the test rows at each run's
+    chosen checkpoint: the primary one over per-row means (Holm-corrected across grid settings,
+    `primary_test`), and as secondary ones per seed and over all seeds' rows concatenated.
     """
     sweep_dir = Path(sweep_dir)
     plan = plan or read_plan(sweep_dir)
@@ -450,6 +490,7 @@ def aggregate(sweep_dir: Path, plan: dict | None = None, failed: dict[str, str] 
         "grid": plan["grid"], "compare": plan["compare"],
         "split": _split_check(sweep_dir, plan["runs"]),
         "combinations": [_combination(c, runs) for c, runs in zip(plan["combinations"], by_combo)],
+        "primary_test": PRIMARY_TEST if plan["compare"] else None,
         "comparisons": _compare(sweep_dir, plan, records, *plan["compare"]) if plan["compare"] else [],
         "incomplete": [name for name, r in records.items() if r["status"] != "complete"],
         "failed": failed or {}, "interrupted": interrupted,

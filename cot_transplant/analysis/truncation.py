@@ -80,7 +80,7 @@ def truncation(run: Path, fractions=FRACTIONS, split: str = "test", checkpoint: 
                tail: str = "text") -> dict:
     """Evaluate `run` at `checkpoint` (default: the latest) for each fraction; write the outputs, return the JSON.
 
-    Per fraction: f_c with its bootstrap 95% CI, AUROC, n, f_c_oc/f_c_oi, base rate and loss.
+    Per fraction: f_c with its 95% Wilson interval, AUROC, n, f_c_oc/f_c_oi, base rate and loss.
     Raises UserError for a text-only run (nothing is transplanted), an unknown split or
     checkpoint, or a bad fraction or tail.
     """
@@ -110,7 +110,7 @@ def truncation(run: Path, fractions=FRACTIONS, split: str = "test", checkpoint: 
     rows = []
     for f in fractions:
         pred = predict(session, split, fraction=f) if tail == "text" else predict_hidden_tail(session, split, f)
-        m = metrics_of(pred, cfg.eval.n_boot, cfg.seed)
+        m = metrics_of(pred)
         name = f"{split}-{ckpt.name}-{tail}-f{f:g}.csv"
         _write_predictions(run / "truncation" / name, pred)
         rows.append({"fraction": f, **{k: m.get(k) for k in ("f_c", "f_c_ci_low", "f_c_ci_high", "auroc", "n",
@@ -139,7 +139,7 @@ def plot_truncation(result: dict, out_png: Path) -> Path:
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.errorbar(x, f_c, yerr=err, marker="o", capsize=4, color="tab:blue", label="f_c (95% bootstrap CI)")
+    ax.errorbar(x, f_c, yerr=err, marker="o", capsize=4, color="tab:blue", label="f_c (95% Wilson CI)")
     ax.plot(x, [r["auroc"] if r["auroc"] is not None else float("nan") for r in rows], marker="s",
             color="tab:orange", ls="--", label="AUROC")
     base = rows[0]["base_rate"]

@@ -14,10 +14,13 @@ def register(sub) -> None:
         description="Run the base model (no adapters) over each row's correct and incorrect argument after the "
                     "arguer prompt; per layer, fit logistic-regression probes on the hidden state (mean over the "
                     "argument and at its last token) and on the K/V (mean over the argument), predicting correct "
-                    "vs incorrect; cross-validated AUROC with folds grouped by question, and the same probes on "
-                    "shuffled labels as the measured chance level. Writes DIR/probe.json and DIR/probe.png.")
+                    "vs incorrect; cross-validated AUROC with folds grouped by question, the same probes on "
+                    "shuffled labels as the measured chance level, and on the same folds two baselines from the "
+                    "argument's surface: its length (characters, tokens) and its text (TF-IDF word 1-2 grams), "
+                    "each with a logistic regression. Writes DIR/probe.json and DIR/probe.png.")
     p.add_argument("--data", required=True, metavar="FILE", help="dataset (.csv original format, .jsonl, .parquet; "
-                                                                  "pairs files are fine)")
+                                                                  "pairs files are fine, e.g. from `data "
+                                                                  "from-solutions --choices none`)")
     p.add_argument("--model", default=None, metavar="M", help="model spec (default: the bundled smollm2)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/probe-<data stem>)")
     p.add_argument("--rows", type=positive_int, default=200, metavar="N", help="first N rows (default 200)")
@@ -58,6 +61,7 @@ def register(sub) -> None:
 
 
 def run_probe_command(args) -> int:
+    from cot_transplant.analysis.probe_baselines import BASELINE_LABELS
     from cot_transplant.analysis.probes import KIND_LABELS, run_probes
     from cot_transplant.errors import UserError
 
@@ -73,18 +77,26 @@ def run_probe_command(args) -> int:
         shuffled = best.get("auroc_shuffled")
         print(f"   {KIND_LABELS[kind]}: best layer {best['layer']}, AUROC {best['auroc']:.3f}"
               + ("" if shuffled is None else f" (shuffled labels {shuffled:.3f})"))
+    for name, base in result["baselines"].items():
+        auroc = "n/a" if base["auroc"] is None else f"{base['auroc']:.3f}"
+        print(f"   baseline, {BASELINE_LABELS[name]}: AUROC {auroc} (same rows and folds)")
     print(f"written {out / 'probe.json'}, probe.png")
     return 0
 
 
 def run_breakdown_command(args) -> int:
-    from cot_transplant.analysis.breakdown import RESULT, breakdown, format_breakdown
+    from cot_transplant.analysis.baselines import format_baselines
+    from cot_transplant.analysis.breakdown import RESULT, breakdown, format_breakdown, run_records
     from cot_transplant.errors import UserError
+    from cot_transplant.train.summary import prediction_baselines
 
     if not args.run.is_dir():
         raise UserError(f"{args.run}: run directory not found")
     result = breakdown(args.run, args.checkpoint_samples)
     print(format_breakdown(result))
+    records = run_records(args.run)
+    for split, s in result["splits"].items():
+        print(f"   {split} {format_baselines(prediction_baselines(args.run, s['predictions'], records))}")
     print(f"written {args.run / RESULT}")
     return 0
 

@@ -34,10 +34,11 @@ def register(sub) -> None:
         "sweep", help="train N seeds x a grid of config values on one split, then aggregate (sweep.json)",
         description="Train every combination of --grid values for N seeds (counted from the config's seed), each "
                     "in its own run directory under one sweep directory, all on the same data split; then write "
-                    "sweep.json (test f_c at the validation-chosen checkpoint and at the end: mean and 95% CI "
-                    "across seeds; CI bands; share of runs above the base rate; paired permutation tests of two "
-                    "variants) and band plots. Invoke with --resume DIR to continue: complete runs are skipped, "
-                    "interrupted ones resumed from their checkpoint.")
+                    "sweep.json (test f_c at the validation-chosen checkpoint and at the end: mean and 95% t "
+                    "interval across 3+ seeds, else the per-seed values and their range; bands; share of runs above "
+                    "the base rate; a paired permutation test of two variants on per-row means, Holm-adjusted "
+                    "across grid settings) and band plots. Invoke with --resume DIR to continue: complete runs are "
+                    "skipped, interrupted ones resumed from their checkpoint.")
     p.add_argument("config", nargs="?", help="YAML config (see configs/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.max_samples=512")
     p.add_argument("--seeds", type=positive_int, metavar="N", help="training seeds per combination")
@@ -117,30 +118,34 @@ def run_truncation_command(args) -> int:
     return 0
 
 
-def _p(test: dict) -> str:
-    return "n/a" if test["p_value"] is None else f"{test['p_value']:.3g} (n={test['n']})"
+def _p(test: dict, key: str = "p_value") -> str:
+    return "n/a" if test.get(key) is None else f"{test[key]:.3g} (n={test['n']})"
 
 
 def format_result(result: dict) -> str:
-    """A short text table of sweep.json for the terminal."""
-    pct = lambda x: "  n/a" if x is None else f"{100 * x:5.1f}%"  # noqa: E731
+    """A short text table of sweep.json for the terminal: intervals as `sweep.interval_text`, the primary test
+    (raw and Holm-adjusted p) before the secondary ones."""
+    from cot_transplant.analysis.sweep import interval_text
 
-    def ci(d):
-        return f"{pct(d['mean'])} [{pct(d['ci_low']).strip()}, {pct(d['ci_high']).strip()}]"
-
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     lines = [f"== sweep {result['sweep']}: seeds {result['seeds']}; same split in every run: "
              f"{result['split']['same_split']}"]
     for c in result["combinations"]:
         above = c["above_base_rate"]["at_chosen"]
         lines.append(f"   {c['label']}: {c['n_complete']}/{c['n_runs']} runs; test f_c at chosen "
-                     f"{ci(c['test_at_chosen']['f_c'])}, at end {ci(c['test_at_end']['f_c'])}; "
-                     f"above base rate {above['runs']}/{above['of']}")
+                     f"{interval_text(c['test_at_chosen']['f_c'], pct)}, at end "
+                     f"{interval_text(c['test_at_end']['f_c'], pct)}; above base rate {above['runs']}/{above['of']}")
+    if result["comparisons"]:
+        lines.append(f"   primary test: paired permutation test on per-row means over seeds, Holm-adjusted across "
+                     f"{len(result['comparisons'])} comparison(s); the per-seed and concatenated tests are secondary")
     for cmp in result["comparisons"]:
         fixed = f" ({', '.join(f'{k}={v}' for k, v in cmp['fixed'].items())})" if cmp["fixed"] else ""
-        tests = [f"seed {s['seed']} p={_p(s)}" for s in cmp["per_seed"]]
-        tests += [f"all seeds' rows concatenated p={_p(cmp['concatenated'])}",
-                  f"per-row means over seeds p={_p(cmp['row_means'])}"]
-        lines.append(f"   {cmp['a']} vs {cmp['b']}{fixed}: " + "; ".join(tests))
+        primary = cmp["row_means"]
+        secondary = [f"seed {s['seed']} p={_p(s)}" for s in cmp["per_seed"]]
+        secondary.append(f"all seeds' rows concatenated p={_p(cmp['concatenated'])}")
+        lines.append(f"   {cmp['a']} vs {cmp['b']}{fixed}: primary (per-row means over seeds) diff "
+                     f"{pct(primary['diff'])}, p={_p(primary)}, Holm p={_p(primary, 'p_holm')}; "
+                     f"secondary: " + "; ".join(secondary))
     if result["incomplete"]:
         lines.append(f"   incomplete: {', '.join(result['incomplete'])}")
     return "\n".join(lines)

@@ -7,6 +7,12 @@ tokenizers that add a prefix space (SentencePiece/Metaspace "▁", BPE `add_pref
 add it at the start of every segment, so "a" + "b" is not the tokenization of "ab".
 Put the separating space or newline inside the template segments on purpose.
 
+A tokenizer that adds a BOS token by default (LLaMA-style, `add_bos_token=True`) gets
+exactly one BOS at the start of every prompt, as its plain call would give, and every
+span moves with it; one that adds none (SmolLM2, GPT-2) gets ids byte-identical to the
+plain concatenation. A prompt whose template already starts with the BOS token (a chat
+template that renders it) gets no second one.
+
 Data texts (`special=False`) are tokenized with `split_special_tokens=True`: markup
 such as "<|im_end|>" inside a data text becomes ordinary text tokens, never a special
 token. Template segments (`special=True`) keep special tokens.
@@ -54,21 +60,40 @@ def tokenize_segment(tokenizer, segment: Segment) -> list[int]:
     return ids
 
 
-def encode_segments(tokenizer, segments: Iterable[Segment], shift: bool = True) -> Encoded:
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer's plain call puts its BOS token before the text (what `encode_segments` then does)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    plain = list(tokenizer("a")["input_ids"])
+    return plain[:1] == [bos] and list(tokenizer("a", add_special_tokens=False)["input_ids"])[:1] != [bos]
+
+
+def encode_segments(tokenizer, segments: Iterable[Segment], shift: bool = True, bos: bool | None = None) -> Encoded:
     """Concatenate separately tokenized segments and return ids plus named spans.
+
+    `bos` None (the default) starts the prompt with one BOS token when the tokenizer's plain call
+    adds one (`adds_bos`); True/False force it. No BOS is added where the first segment already
+    starts with it.
 
     With `shift=True` (the original study's alignment) every span moves one token earlier:
     position p is kept when it predicts a token of the segment (the state at p produced
     token p+1), so the span of tokens [s, e) becomes [s-1, e-1).
 
     Raises:
-        ValueError: a repeated name, a named segment with no tokens, or (with `shift`)
-            a named segment at position 0, which has no token before it.
+        ValueError: a repeated name, a named segment with no tokens, (with `shift`) a named
+            segment at position 0, which has no token before it, or `bos=True` without a BOS token.
     """
     ids: list[int] = []
     spans: dict[str, tuple[int, int]] = {}
+    if bos is None:
+        bos = adds_bos(tokenizer)
+    if bos and tokenizer.bos_token_id is None:
+        raise ValueError("encode_segments: bos=True but the tokenizer has no BOS token")
     for seg in segments:
         tokens = tokenize_segment(tokenizer, seg)
+        if bos and not ids and tokens and tokens[0] != tokenizer.bos_token_id:
+            ids.append(tokenizer.bos_token_id)  # before the first token: every span moves with it
         start, end = len(ids), len(ids) + len(tokens)
         ids.extend(tokens)
         if seg.name is None:

@@ -80,6 +80,40 @@ def donors(n: int, seed: int) -> list[int]:
     return out
 
 
+def length_matched_donors(lengths: list[tuple[int, int]]) -> list[int]:
+    """A derangement whose donors have candidate lengths near each row's own (`transplant.donors: length-matched`).
+
+    `lengths[i]`: the token counts of row i's candidate 1 and candidate 2. Rows are sorted by
+    (len1 - len2, len1 + len2, i), then neighbours in that order give each other their states
+    (0<->1, 2<->3, ...); with an odd count three neighbours near the middle of that order, at
+    position 2 * ((n - 3) // 4), form a cycle (a->b->c->a), away from the extreme rows. The
+    result depends on the lengths only, not on a seed. Returns donors[i] != i (for n >= 2).
+    """
+    n = len(lengths)
+    if n < 2:
+        return list(range(n))
+    order = sorted(range(n), key=lambda i: (lengths[i][0] - lengths[i][1], lengths[i][0] + lengths[i][1], i))
+    triple = 2 * ((n - 3) // 4) if n % 2 else None
+    out = [0] * n
+    j = 0
+    while j < n:
+        if j == triple:
+            a, b, c = order[j: j + 3]
+            out[a], out[b], out[c] = b, c, a
+            j += 3
+        else:
+            a, b = order[j], order[j + 1]
+            out[a], out[b] = b, a
+            j += 2
+    return out
+
+
+def candidate_lengths(ex: Example) -> tuple[int, int]:
+    """Token counts of an example's two arguer argument spans (candidate 1, candidate 2)."""
+    (s1, e1), (s2, e2) = (enc.spans["argument"] for enc in ex.arguer)
+    return e1 - s1, e2 - s2
+
+
 def cut_span(span: tuple[int, int], fraction: float) -> tuple[int, int]:
     """The first `fraction` of a span (at least one token)."""
     start, end = span

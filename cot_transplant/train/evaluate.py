@@ -60,8 +60,9 @@ def predict(session: Session, split: str, fraction: float | None = None, dist=No
     return out
 
 
-def metrics_of(pred: dict[str, list], n_boot: int, seed: int) -> dict:
-    m = eval_metrics(pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"], n_boot=n_boot, seed=seed)
+def metrics_of(pred: dict[str, list]) -> dict:
+    """`eval_metrics` of `predict`'s output, plus the mean loss."""
+    m = eval_metrics(pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"])
     m["loss"] = float(np.mean(pred["loss"])) if pred.get("loss") else None
     return m
 
@@ -73,6 +74,6 @@ def evaluate(session: Session, split: str, samples: int, run: Path | None, dist=
     if run is not None:
         rows = zip(pred["row_id"], pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"])
         rundir.write_predictions(run, split, samples, list(rows))
-    m = metrics_of(pred, session.cfg.eval.n_boot, session.cfg.seed)
+    m = metrics_of(pred)
     return {"kind": "eval", "split": split, "samples": samples, **prefix(m, split),
             "eval_wall_s": time.time() - t0, "time": time.time()}

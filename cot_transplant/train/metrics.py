@@ -8,9 +8,10 @@ of the correct candidate, Pi the other one.
 
 Every figure is a plain fraction or mean over all rows given (the seed averaged
 per-batch figures, which over-weights a short last batch, and divided its train
-conditionals by `max(mean, 1)`). A figure over an empty group is None, never 0 or
-NaN, so a logged 0.0 always means "measured and zero". Values are Python floats,
-ready for JSON.
+conditionals by `max(mean, 1)`). A row scores 1 when the chooser prefers the correct
+candidate, 0 when it prefers the other and 1/2 on a tie (P1 == P2: a coin flip), see
+`row_scores`. A figure over an empty group is None, never 0 or NaN, so a logged 0.0
+always means "measured and zero". Values are Python floats, ready for JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from cot_transplant.analysis.stats import wilson
 
 CHOICE_KEYS = ("f_c", "f_c_oc", "f_c_oi", "o_c", "o_i", "n")
 EVAL_KEYS = CHOICE_KEYS + ("auroc", "base_rate", "agree", "f_c_ci_low", "f_c_ci_high")
@@ -48,6 +51,23 @@ def _correct_other(p1: np.ndarray, p2: np.ndarray, label: np.ndarray) -> tuple[n
     return np.where(label == 1, p1, p2), np.where(label == 1, p2, p1)
 
 
+def row_scores(p1: ArrayLike, p2: ArrayLike, label: ArrayLike) -> np.ndarray:
+    """Per row 1.0 if the chooser prefers candidate `label` (its probability is the larger), 0.5 on a tie, else 0.0.
+
+    `label` is the position (1 or 2) scored as right: the correct one for f_c, the
+    argument's pick for agree. P1 and P2 come from float32 log-softmax (never bf16, see
+    `step.loss_and_probs`) and are compared as float64, so a tie is a real tie. Raises
+    ValueError on mismatched lengths.
+    """
+    p1 = np.asarray(p1, dtype=np.float64).reshape(-1)
+    p2 = np.asarray(p2, dtype=np.float64).reshape(-1)
+    label = np.asarray(label).reshape(-1)
+    if not len(p1) == len(p2) == len(label):
+        raise ValueError(f"length mismatch: p1 {len(p1)}, p2 {len(p2)}, label {len(label)}")
+    pc, pi = _correct_other(p1, p2, label)
+    return np.where(pc > pi, 1.0, np.where(pc == pi, 0.5, 0.0))
+
+
 def _mean(x: np.ndarray) -> float | None:
     return float(x.mean()) if x.size else None
 
@@ -55,25 +75,25 @@ def _mean(x: np.ndarray) -> float | None:
 def choice_metrics(p1: ArrayLike, p2: ArrayLike, label: ArrayLike, argument_choice: ArrayLike) -> dict[str, Any]:
     """f_c, f_c_oc, f_c_oi, o_c, o_i and n over the rows given (e.g. one train sub-batch).
 
-    - `f_c`: fraction of rows with Pc > Pi. A tie (Pc == Pi) counts as wrong: the
-      chooser did not prefer the correct candidate.
+    - `f_c`: mean of `row_scores`: the fraction of rows with Pc > Pi, a tie (Pc == Pi)
+      counting 1/2.
     - `f_c_oc` / `f_c_oi`: f_c among rows where the argument picked the correct /
       the incorrect candidate.
-    - `o_c`: mean of Pc - Pi over rows the chooser got right; `o_i`: mean of
-      Pi - Pc over rows it got wrong (ties included, contributing 0).
+    - `o_c`: mean of Pc - Pi over rows the chooser got right (Pc > Pi); `o_i`: mean of
+      Pi - Pc over rows it got wrong (Pc < Pi). A tie belongs to neither group.
     An empty group gives None. Raises ValueError on mismatched lengths, labels
     outside {1, 2}, or NaN probabilities.
     """
     p1, p2, label, argument_choice = _inputs(p1, p2, label, argument_choice)
     pc, pi = _correct_other(p1, p2, label)
-    right = pc > pi
+    score = row_scores(p1, p2, label)
     argument_right = argument_choice == label
     return {
-        "f_c": _mean(right),
-        "f_c_oc": _mean(right[argument_right]),
-        "f_c_oi": _mean(right[~argument_right]),
-        "o_c": _mean((pc - pi)[right]),
-        "o_i": _mean((pi - pc)[~right]),
+        "f_c": _mean(score),
+        "f_c_oc": _mean(score[argument_right]),
+        "f_c_oi": _mean(score[~argument_right]),
+        "o_c": _mean((pc - pi)[score == 1.0]),
+        "o_i": _mean((pi - pc)[score == 0.0]),
         "n": int(len(pc)),
     }
 
@@ -99,42 +119,24 @@ def auroc(p1: ArrayLike, p2: ArrayLike, label: ArrayLike) -> float | None:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def f_c_bootstrap_ci(right: ArrayLike, *, n_boot: int = 2000, alpha: float = 0.05,
-                     seed: int = 0) -> tuple[float | None, float | None]:
-    """Percentile bootstrap CI of the fraction of True in `right`; (None, None) if empty.
-
-    Resampling n rows of a 0/1 vector with replacement yields Binomial(n, f) / n
-    exactly, so each resample is one binomial draw instead of n index draws.
-    """
-    right = np.asarray(right, dtype=bool).reshape(-1)
-    n = len(right)
-    if n == 0:
-        return None, None
-    rng = np.random.default_rng(seed)
-    resampled = rng.binomial(n, right.mean(), size=n_boot) / n
-    low, high = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
-
-
-def eval_metrics(p1: ArrayLike, p2: ArrayLike, label: ArrayLike, argument_choice: ArrayLike, *,
-                 n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """`choice_metrics` plus auroc, base_rate, agree and a 95% bootstrap CI of f_c.
+def eval_metrics(p1: ArrayLike, p2: ArrayLike, label: ArrayLike, argument_choice: ArrayLike) -> dict[str, Any]:
+    """`choice_metrics` plus auroc, base_rate, agree and a 95% Wilson interval of f_c.
 
     - `base_rate`: the argument's own accuracy (argument_choice == label).
     - `agree`: fraction of rows where the chooser's pick (the candidate with the
-      larger probability) equals argument_choice; on a tie the chooser picked
-      neither, so the row does not agree (the same convention as f_c).
-    - `f_c_ci_low` / `f_c_ci_high`: seeded percentile bootstrap, `n_boot` resamples.
+      larger probability) equals argument_choice; a tie picks neither and counts 1/2,
+      as in f_c.
+    - `f_c_ci_low` / `f_c_ci_high`: the Wilson score interval (`stats.wilson`) of k out
+      of n with k = the sum of the row scores, ties adding 1/2: Wilson on a fractional
+      count, the plain Wilson interval when there are no ties.
     """
     p1, p2, label, argument_choice = _inputs(p1, p2, label, argument_choice)
     out = choice_metrics(p1, p2, label, argument_choice)
-    pc, pi = _correct_other(p1, p2, label)
-    chooser_pick = np.where(p1 > p2, 1, np.where(p2 > p1, 2, 0))  # 0: tie, no pick
-    low, high = f_c_bootstrap_ci(pc > pi, n_boot=n_boot, seed=seed)
+    low, high = wilson(float(row_scores(p1, p2, label).sum()), len(p1))
     out.update(
         auroc=auroc(p1, p2, label),
         base_rate=_mean(argument_choice == label),
-        agree=_mean(chooser_pick == argument_choice),
+        agree=_mean(row_scores(p1, p2, argument_choice)),
         f_c_ci_low=low,
         f_c_ci_high=high,
     )

@@ -16,7 +16,7 @@ from cot_transplant.data.splits import make_split
 from cot_transplant.errors import UserError
 from cot_transplant.prompts.templates import choice_token_ids, get_template
 from cot_transplant.train.adapters import ModelPair, attach_adapters
-from cot_transplant.train.batches import Example, build_example, donors
+from cot_transplant.train.batches import Example, build_example, candidate_lengths, donors, length_matched_donors
 from cot_transplant.train.step import StepSettings
 from cot_transplant.transplant import TransplantSpec
 
@@ -87,21 +87,34 @@ def _shorten(rec: Record, keep: float) -> Record:
                                incorrect_argument=cut(rec.incorrect_argument))
 
 
+def donor_order(rows: list[Record], cfg: Config, template, tokenizer) -> list[int]:
+    """`shuffled-kv` donors within `rows` (positions into it): `transplant.donors` random or length-matched."""
+    if cfg.transplant.donors == "length-matched":
+        return length_matched_donors([candidate_lengths(build_example(r, template, tokenizer,
+                                                                      shift=cfg.transplant.shift))
+                                      for r in rows])
+    return donors(len(rows), cfg.seed)
+
+
 def build_examples(records: list[Record], ids: list[int], cfg: Config, template, tokenizer,
-                   limit: int | None) -> tuple[list[Example], int]:
-    """Tokenized examples for the rows `ids`; rows over `limit` tokens are skipped or truncated (counted)."""
+                   limit: int | None, variant: str | None = None) -> tuple[list[Example], int]:
+    """Tokenized examples for the rows `ids`; rows over `limit` tokens are skipped or truncated (counted).
+
+    `variant`: how the examples are built (default `cfg.variant`; an eval-only control passes its own).
+    """
+    variant = variant or cfg.variant
     by_id = {r.row_id: r for r in records}
-    order = donors(len(ids), cfg.seed) if cfg.variant == "shuffled-kv" else None
+    order = donor_order([by_id[i] for i in ids], cfg, template, tokenizer) if variant == "shuffled-kv" else None
     out, skipped = [], 0
     for i, row_id in enumerate(ids):
         rec = by_id[row_id]
         donor = by_id[ids[order[i]]] if order is not None else None
-        ex = build_example(rec, template, tokenizer, shift=cfg.transplant.shift, variant=cfg.variant, donor=donor)
+        ex = build_example(rec, template, tokenizer, shift=cfg.transplant.shift, variant=variant, donor=donor)
         keep = 1.0
         while not _fits(ex, limit) and cfg.prompt.overflow == "truncate" and keep > 0.05:
             keep *= 0.8
             ex = build_example(_shorten(rec, keep), template, tokenizer, shift=cfg.transplant.shift,
-                               variant=cfg.variant, donor=_shorten(donor, keep) if donor else None)
+                               variant=variant, donor=_shorten(donor, keep) if donor else None)
         if _fits(ex, limit) and _spans_match(ex):
             out.append(ex)
         else:
@@ -116,7 +129,18 @@ def _spans_match(ex: Example) -> bool:
     return a1[1] - a1[0] == c1[1] - c1[0] and a2[1] - a2[0] == c2[1] - c2[0] and a1[1] > a1[0] and a2[1] > a2[0]
 
 
-def setup(cfg: Config) -> Session:
+def split_examples(records: list[Record], splits: dict[str, list[int]], cfg: Config, template, tokenizer,
+                   limit: int | None, variant: str | None = None) -> tuple[dict[str, list[Example]], dict]:
+    """`build_examples` for every split: (examples, skipped) per split name; `shuffled-kv` donors stay within a split."""
+    examples, skipped = {}, {}
+    for split, ids in splits.items():
+        examples[split], skipped[split] = build_examples(records, ids, cfg, template, tokenizer, limit, variant)
+    return examples, skipped
+
+
+def setup(cfg: Config, control: str | None = None) -> Session:
+    """The session of `cfg`; with `control` (an eval-only control, `swapped-kv` / `shuffled-kv`), the examples are
+    built as that variant builds them while the adapters and the step follow `cfg.variant`."""
     from cot_transplant.models import load_tokenizer
 
     seed_everything(cfg.seed)
@@ -137,9 +161,7 @@ def setup(cfg: Config) -> Session:
         check_kv_shapes(arguer_base, base, arguer_name, chooser_name, cfg.transplant.site)
     contexts = [c for c in (getattr(b.config, "max_position_embeddings", None) for b in bases) if c]
     limit = cfg.prompt.max_tokens or (min(contexts) if contexts else None)
-    examples, skipped = {}, {}
-    for split, ids in splits.items():
-        examples[split], skipped[split] = build_examples(records, ids, cfg, template, tokenizer, limit)
+    examples, skipped = split_examples(records, splits, cfg, template, tokenizer, limit, control)
     if not examples["train"]:
         raise UserError("data: no train rows left after the length limit; raise prompt.max_tokens "
                         "or set prompt.overflow=truncate")

@@ -1,4 +1,8 @@
-"""The end-of-run summary: test figures at the validation-chosen eval and at the end; never the best test value."""
+"""The end-of-run summary: test figures at the validation-chosen eval and at the end; never the best test value.
+
+Beside them, `baselines`: what cheap rules (length-only, the last-step checker, the argument) score on the
+same test rows (`analysis.baselines`).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +42,38 @@ def summarize(run: Path, metrics: list[dict] | None = None) -> dict:
             "wall_s": train[-1].get("wall_s") if train else None}
 
 
+def run_baselines(run: Path, rows: list, records: list | None = None) -> dict:
+    """`analysis.baselines.baselines` on `rows` (Records), the length rule fit on the run's train rows.
+
+    `records`: the run's rows as training numbered them (default: rebuilt by `breakdown.run_records`);
+    the train rows are those `splits.json` names.
+    """
+    from cot_transplant.analysis.baselines import baselines
+    from cot_transplant.analysis.breakdown import run_records
+
+    by_id = {r.row_id: r for r in (run_records(run) if records is None else records)}
+    train_ids = json.loads((Path(run) / "splits.json").read_text(encoding="utf-8"))["train"]
+    return baselines([by_id[i] for i in train_ids], rows)
+
+
+def prediction_baselines(run: Path, name: str, records: list | None = None) -> dict:
+    """The baselines on the rows of the predictions file `name` (relative to the run: predictions/test-8.csv)."""
+    from cot_transplant.analysis.breakdown import run_records
+
+    records = run_records(run) if records is None else records
+    by_id = {r.row_id: r for r in records}
+    rows = [by_id[i] for i in rundir.read_predictions(Path(run) / name)["row_id"]]
+    return {"predictions": name, **run_baselines(run, rows, records)}
+
+
+def summary_baselines(run: Path, summary: dict) -> dict | None:
+    """The baselines on the test rows of the summary's chosen (else final) evaluation; None without one."""
+    at = summary.get("test_at_chosen") or summary.get("test_at_end")
+    if at is None:
+        return None
+    return {"split": "test", **prediction_baselines(run, f"predictions/test-{at['samples']}.csv")}
+
+
 def fmt_pct(x) -> str:
     return "  n/a" if x is None else f"{100 * x:5.1f}%"
 
@@ -55,6 +91,10 @@ def format_summary(summary: dict, name: str) -> str:
                      f"  base rate {fmt_pct(r['base_rate']).strip()}  AUROC "
                      f"{'n/a' if r['auroc'] is None else format(r['auroc'], '.3f')}  f_c_oc {fmt_pct(r['f_c_oc']).strip()}"
                      f"  f_c_oi {fmt_pct(r['f_c_oi']).strip()}")
+    if isinstance(summary.get("baselines"), dict):
+        from cot_transplant.analysis.baselines import format_baselines
+
+        lines.append(f"   test {format_baselines(summary['baselines'])}")
     return "\n".join(lines)
 
 
@@ -69,6 +109,10 @@ def finish_run(run: Path, cfg: Config, wall: float, interrupted: bool = False, c
                             "predictions": str(run / "predictions"), "checkpoints": str(run / "checkpoints"),
                             "curves": str(run / "curves.png")},
                    _provenance=stamp())
+    try:
+        summary["baselines"] = summary_baselines(run, summary)
+    except Exception as exc:  # a reference figure must never cost the run's results
+        summary["baselines"] = f"not computed: {exc}"
     try:
         plot_curves([run], run / "curves.png")
     except Exception as exc:  # a figure must never cost the run's results

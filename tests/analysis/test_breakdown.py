@@ -41,6 +41,16 @@ def test_wilson_interval_by_hand():
     assert wilson(0, 0) == (None, None)
 
 
+def test_a_tie_counts_half_in_f_c_and_its_wilson_interval():
+    records = synthesize(4, 3, short=True)
+    pred = _predictions(records, right={records[0].row_id, records[1].row_id})
+    pred["p_cand1"][2] = pred["p_cand2"][2] = 0.45  # row 2: P1 == P2
+    result = split_breakdown({r.row_id: r for r in records}, pred, synthetic=True)
+    assert result["f_c"] == pytest.approx(2.5 / 4)  # rows 0, 1 right, row 2 a tie, row 3 wrong
+    # Wilson on k = 2.5 of 4: centre (0.625 + z^2/8) / (1 + z^2/4) = 0.563763, half 0.344338
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx((0.219426, 0.908101), abs=1e-5)
+
+
 def _predictions(records, right: set[int]) -> dict[str, list]:
     """Predictions that are right exactly on the rows in `right`."""
     out = {"row_id": [], "p_cand1": [], "p_cand2": [], "label": [], "argument_choice": []}

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from cot_transplant.analysis.probe_baselines import BASELINES
 from cot_transplant.analysis.probes import KINDS, cv_auroc, group_folds, probe_layers
 from cot_transplant.cli import main
 from cot_transplant.errors import UserError
@@ -73,7 +74,9 @@ def test_probe_command_on_a_tiny_model(tmp_path, capsys):
     out = tmp_path / "probe"
     assert main(["probe", "--data", str(data), "--model", "tiny-llama", "--rows", "6", "--folds", "3",
                  "--template", "chat", "--out", str(out)]) == 0
-    assert "best layer" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "best layer" in printed
+    assert "baseline, length only (characters, tokens): AUROC" in printed and "text only (TF-IDF" in printed
     result = json.loads((out / "probe.json").read_text())
     assert result["n_questions"] == 6 and result["n_items"] == 12 and result["config"]["folds"] == 3
     assert set(result["probes"]) == set(KINDS) and result["_provenance"]["package"] == "cot-transplant"
@@ -82,6 +85,11 @@ def test_probe_command_on_a_tiny_model(tmp_path, capsys):
     assert [r["layer"] for r in result["probes"]["kv_mean"]] == [0, 1]
     assert result["dims"] == {"hidden_mean": 32, "hidden_last": 32, "kv_mean": 32}  # k and v: 2 heads x 8 each
     assert all(0 <= r["auroc"] <= 1 and len(r["fold_aurocs"]) == 3 for rows in result["probes"].values() for r in rows)
+    # the baselines, on the probes' rows and folds: each fold's test questions are listed once
+    assert set(result["baselines"]) == set(BASELINES)
+    assert all(len(b["fold_aurocs"]) == 3 and (b["auroc"] is None or 0 <= b["auroc"] <= 1)
+               for b in result["baselines"].values())
+    assert sorted(q for fold in result["fold_questions"] for q in fold) == list(range(6))
     assert (out / "probe.png").read_bytes().startswith(b"\x89PNG")
     # too few rows for the folds: one line, exit 2, before any model is loaded
     assert main(["probe", "--data", str(data), "--model", "tiny-llama", "--rows", "2", "--folds", "3",

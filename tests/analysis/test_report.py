@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from cot_transplant.analysis import report
+from cot_transplant.analysis.probe_baselines import probe_baselines
 from cot_transplant.analysis.probes import best_layers, probe_layers
 from cot_transplant.cli import main
 from cot_transplant.config import to_dict
@@ -66,11 +67,13 @@ def sweep_dir(tmp_path_factory):
     labels, groups = np.tile([1, 0], 10), np.repeat(np.arange(10), 2)
     features = {"hidden_mean": rng.normal(size=(3, 20, 4)), "kv_mean": rng.normal(size=(2, 20, 4))}
     probes = probe_layers(features, labels, groups, folds=2)
+    texts = [f"{'so it is right' if y else 'so it is wrong'} step {i}" for i, y in enumerate(labels)]
+    baselines = probe_baselines(texts, [len(t.split()) for t in texts], labels, groups, folds=2)
     probe = root / "probe"
     probe.mkdir()
     (probe / "probe.json").write_text(json.dumps({
         "config": {"data": "rows.jsonl", "model": "tiny-llama", "rows": 10, "folds": 2, "template": "chat"},
-        "n_questions": 10, "probes": probes, "best": best_layers(probes)}))
+        "n_questions": 10, "probes": probes, "best": best_layers(probes), "baselines": baselines}))
     return root
 
 
@@ -102,6 +105,7 @@ def test_report_of_a_sweep_has_every_section_and_no_external_reference(sweep_dir
     assert "test f_c at val-chosen checkpoint" in text
     assert "tail text" in text and "fraction" in text  # truncation of joint-s0
     assert "best layer" in text  # the probe table
+    assert "length only (characters, tokens)" in text and "text only (TF-IDF word 1-2 grams)" in text
     assert "last-step checker" in text and "error_in_last_step" in text  # the breakdown
     result = json.loads((sweep_dir / "sweep" / "sweep.json").read_text())
     joint = result["combinations"][0]["test_at_chosen"]["f_c"]

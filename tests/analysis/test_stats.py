@@ -1,4 +1,5 @@
-"""Intervals, the paired permutation test, CI bands and validation-only checkpoint selection."""
+"""Intervals (Wilson, t, range), the paired permutation test, Holm, CI bands and validation-only checkpoint
+selection."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binom, binomtest
 
 from cot_transplant.analysis.stats import (
+    FRACTION,
     bootstrap_ci,
     ci_band,
+    holm,
     mean_ci,
     paired_permutation_test,
+    seed_interval,
     select_checkpoint,
+    wilson,
 )
 
 T_2 = 4.302652729911275  # Student t, 2 degrees of freedom, 0.975 quantile
-T_1 = 12.706204736174696  # 1 degree of freedom
 
 
 def test_bootstrap_ci_seeded_and_contains_the_mean():
@@ -49,13 +53,63 @@ def test_bootstrap_ci_coverage_near_95_percent():
     assert 0.90 <= hits / 300 <= 0.99
 
 
+def test_wilson_hand_computed():
+    # z = 1.959964, z^2 = 3.841459. 24/24: centre (1 + z^2/48) / (1 + z^2/24) = 0.931012,
+    # half z * sqrt(z^2 / 2304) / 1.160061 = 0.068988
+    assert wilson(24, 24) == pytest.approx((0.862024, 1.0), abs=1e-5)
+    # 12/24: centre 0.5, half z * sqrt(0.25/24 + z^2/2304) / 1.160061 = 0.185726
+    assert wilson(12, 24) == pytest.approx((0.314274, 0.685726), abs=1e-5)
+    assert wilson(0, 24) == pytest.approx((0.0, 0.137976), abs=1e-5)
+    # 90%: z = 1.644854, z^2 = 2.705543; 12/24: half z * sqrt(0.25/24 + z^2/2304) / (1 + z^2/24) = 0.159146
+    assert wilson(12, 24, alpha=0.10) == pytest.approx((0.340854, 0.659146), abs=1e-5)
+    # a fractional count (ties 1/2): 2.5 of 5 is p = 0.5, half z * sqrt(0.05 + z^2/100) / (1 + z^2/5) = 0.329575
+    assert wilson(2.5, 5) == pytest.approx((0.170425, 0.829575), abs=1e-5)
+    assert wilson(0, 0) == (None, None)
+    with pytest.raises(ValueError, match="outside"):
+        wilson(6, 5)
+
+
+def _exact_coverage(n: int, p: float, alpha: float) -> float:
+    """P(p in the Wilson interval of k) for k ~ Binomial(n, p): the sum of pmf(k) over the k whose interval holds p."""
+    return sum(binom.pmf(k, n, p) for k in range(n + 1) if wilson(k, n, alpha)[0] <= p <= wilson(k, n, alpha)[1])
+
+
+def test_wilson_coverage_is_near_95_percent_and_a_90_percent_interval_fails_the_test():
+    settings = [(n, p) for n in (10, 24, 60, 275) for p in (0.1, 0.3, 0.5, 0.64, 0.9)]
+    coverage = np.mean([_exact_coverage(n, p, 0.05) for n, p in settings])
+    assert coverage >= 0.93
+    assert np.mean([_exact_coverage(n, p, 0.10) for n, p in settings]) < 0.93  # the threshold can fail
+
+
+def test_holm_hand_computed():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # 2 * 0.5 capped at 1, then monotone
+    assert holm([0.2]) == [0.2] and holm([]) == []
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.1, float("nan")])
+
+
 def test_mean_ci_hand_computed():
     mean, low, high = mean_ci([1.0, 2.0, 3.0])  # sd 1, n 3
     half = T_2 / math.sqrt(3)
     assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
-    assert mean_ci([1.0, None, float("nan"), 3.0]) == pytest.approx((2.0, 2.0 - T_1, 2.0 + T_1))
+    assert mean_ci([1.0, None, float("nan"), 3.0, 2.0]) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert mean_ci([1.0, 3.0]) == (2.0, None, None)  # two values: never a t interval (t_1 = 12.7)
     assert mean_ci([0.7]) == (0.7, None, None)
     assert mean_ci([]) == (None, None, None)
+    # clipped: mean 0.96667, sd 0.057735, half 4.302653 * 0.057735 / sqrt(3) = 0.143422
+    assert mean_ci([0.9, 1.0, 1.0], bounds=FRACTION) == pytest.approx((0.966667, 0.823245, 1.0), abs=1e-6)
+
+
+def test_seed_interval_range_below_three_seeds_t_from_three():
+    assert seed_interval([0.6, None, 0.7], bounds=FRACTION) == pytest.approx(
+        {"mean": 0.65, "ci_low": 0.6, "ci_high": 0.7, "interval": "range", "n": 2})
+    assert seed_interval([0.7]) == {"mean": 0.7, "ci_low": 0.7, "ci_high": 0.7, "interval": "range", "n": 1}
+    assert seed_interval([]) == {"mean": None, "ci_low": None, "ci_high": None, "interval": None, "n": 0}
+    t = seed_interval([0.9, 1.0, 1.0], bounds=FRACTION)
+    assert t["interval"] == "t" and t["n"] == 3 and t["ci_high"] == 1.0
+    assert seed_interval([0.9, 1.0, 1.0])["ci_high"] == pytest.approx(1.110089, abs=1e-6)  # no bounds: a loss
 
 
 def test_mean_ci_coverage_near_95_percent_with_five_runs():
@@ -99,8 +153,10 @@ def test_ci_band_hand_computed():
     assert band.samples.tolist() == [0.0, 10.0]
     assert band.mean.tolist() == [2.0, 2.0]
     assert band.n.tolist() == [2, 1]
-    assert band.low[0] == pytest.approx(2.0 - T_1) and band.high[0] == pytest.approx(2.0 + T_1)
-    assert np.isnan(band.low[1]) and np.isnan(band.high[1])  # one run: no interval
+    assert band.interval == ("range", "range")  # fewer than three runs: min and max, never a t band
+    assert (band.low.tolist(), band.high.tolist()) == ([1.0, 2.0], [3.0, 2.0])
+    band = ci_band([[(0, 0.9)], [(0, 1.0)], [(0, 1.0)]], bounds=FRACTION)
+    assert band.interval == ("t",) and band.low[0] == pytest.approx(0.823245, abs=1e-6) and band.high[0] == 1.0
 
 
 class Poison:

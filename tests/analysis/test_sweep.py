@@ -96,8 +96,9 @@ def test_sweep_two_seeds_two_variants_end_to_end_and_resume(tmp_path, config, ti
     assert result["split"]["same_split"] is True and result["split"]["n_rows"]["test"] == 3
     assert [rundir.read_run_config(out / n)[0].seed for n in names] == [0, 0, 1, 1]
 
-    assert {"sweep", "config", "seeds", "grid", "compare", "split", "combinations", "comparisons", "incomplete",
-            "failed", "interrupted", "figures", "_provenance"} <= set(result)
+    assert {"sweep", "config", "seeds", "grid", "compare", "split", "combinations", "primary_test", "comparisons",
+            "incomplete", "failed", "interrupted", "figures", "_provenance"} <= set(result)
+    assert result["primary_test"]["test"] == "row_means" and "Holm" in result["primary_test"]["correction"]
     assert result["incomplete"] == [] and result["failed"] == {} and result["interrupted"] is False
     for combo, variant in zip(result["combinations"], ("joint", "text-only")):
         assert combo["values"] == {"variant": variant} and combo["n_complete"] == 2
@@ -106,15 +107,16 @@ def test_sweep_two_seeds_two_variants_end_to_end_and_resume(tmp_path, config, ti
             f_c = combo[when]["f_c"]
             assert f_c["values"] == [s[when]["f_c"] for s in summaries]
             assert f_c["mean"] == pytest.approx(sum(f_c["values"]) / 2)
-            assert set(f_c) == {"mean", "ci_low", "ci_high", "n", "values"} and f_c["n"] == 2
-            if f_c["values"][0] != f_c["values"][1]:
-                assert f_c["ci_low"] < f_c["mean"] < f_c["ci_high"]
+            assert set(f_c) == {"mean", "ci_low", "ci_high", "interval", "n", "values"} and f_c["n"] == 2
+            # two seeds: the per-seed values and their range, never a t interval
+            assert f_c["interval"] == "range"
+            assert (f_c["ci_low"], f_c["ci_high"]) == (min(f_c["values"]), max(f_c["values"]))
         share = combo["above_base_rate"]["at_chosen"]
         assert share["of"] == 2 and share["runs"] == sum(s["test_at_chosen"]["f_c"] > s["test_at_chosen"]["base_rate"]
                                                           for s in summaries)
         # One band point per eval: at the start, after 4 samples (eval.every), and nothing else.
         assert [p["samples"] for p in combo["band"]["test/f_c"]] == [0, 4]
-        assert all(p["n"] == 2 for p in combo["band"]["val/f_c"])
+        assert all(p["n"] == 2 and p["interval"] == "range" for p in combo["band"]["val/f_c"])
         assert (out / f"band-{variant}.png").stat().st_size > 10_000
     assert (out / "bands.png").is_file()
 
@@ -123,11 +125,16 @@ def test_sweep_two_seeds_two_variants_end_to_end_and_resume(tmp_path, config, ti
     for s in cmp["per_seed"]:
         joint = json.loads((out / s["a_run"] / "summary.json").read_text())["test_at_chosen"]
         assert s["a_samples"] == joint["samples"] and s["n"] == 3 and s["f_c_a"] == pytest.approx(joint["f_c"])
-        assert 0 < s["p_value"] <= 1
+        assert 0 < s["p_value"] <= 1 and s["role"] == "secondary"
     assert cmp["concatenated"]["n"] == 6 and "concatenated" in cmp["concatenated"]["how"]
     assert cmp["concatenated"]["f_c_a"] == pytest.approx(sum(s["f_c_a"] for s in cmp["per_seed"]) / 2)
-    assert cmp["row_means"]["n"] == 3
-    assert "same split in every run: True" in capsys.readouterr().out
+    assert cmp["concatenated"]["role"] == "secondary"
+    primary = cmp["row_means"]
+    assert primary["n"] == 3 and primary["role"] == "primary"
+    assert primary["p_holm"] == primary["p_value"] and primary["holm_over"] == 1  # one setting: Holm changes nothing
+    printed = capsys.readouterr().out
+    assert "same split in every run: True" in printed
+    assert "primary (per-row means over seeds)" in printed and "Holm p=" in printed and "secondary:" in printed
 
     # Resume: complete runs are skipped, so a second invocation trains nothing.
     from cot_transplant.train import loop
@@ -163,6 +170,73 @@ def test_sweep_two_seeds_two_variants_end_to_end_and_resume(tmp_path, config, ti
     (out / "joint-s0" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     after = sweep.aggregate(out)["combinations"][0]["runs"][0]
     assert after["chosen_samples"] == before["chosen_samples"] and after["test_f_c_at_chosen"] == 0.0
+
+
+# --- statistics of the aggregate ------------------------------------------------------------------
+
+SCORE_PROBS = {1.0: (0.7, 0.2), 0.5: (0.4, 0.4), 0.0: (0.2, 0.7)}  # (p1, p2) with label 1
+
+
+def _fake_sweep(tmp_path: Path, scores: dict[tuple[str, int, int], list[float]]) -> tuple[dict, dict]:
+    """A plan and run records of variant x lr x seed whose test predictions score `scores[(variant, lr, seed)]`."""
+    combos = [{"label": f"variant={v}, lr={lr}", "values": {"variant": v, "lr": lr}}
+              for lr in (1, 2) for v in ("joint", "text-only")]
+    runs, records = [], {}
+    for i, c in enumerate(combos):
+        for seed in (0, 1):
+            name = f"{c['values']['variant']}-lr{c['values']['lr']}-s{seed}"
+            runs.append({"name": name, "combination": i, "seed": seed})
+            records[name] = {"name": name, "status": "complete", "chosen_samples": 8}
+            (tmp_path / name).mkdir()
+            rows = [(row, *SCORE_PROBS[x], 1, 1)
+                    for row, x in enumerate(scores[(c["values"]["variant"], c["values"]["lr"], seed)])]
+            rundir.write_predictions(tmp_path / name, "test", 8, rows)
+    return {"combinations": combos, "runs": runs, "n_perm": 1000}, records
+
+
+def test_primary_test_is_row_means_with_ties_half_and_holm_across_settings(tmp_path):
+    scores = {("joint", 1, 0): [1, 1, 0.5], ("joint", 1, 1): [1, 0, 1],
+              ("text-only", 1, 0): [0, 0, 0], ("text-only", 1, 1): [0, 0.5, 0],
+              ("joint", 2, 0): [1, 0, 0], ("joint", 2, 1): [1, 0, 0],
+              ("text-only", 2, 0): [0, 0, 0], ("text-only", 2, 1): [0, 0, 0]}
+    plan, records = _fake_sweep(tmp_path, scores)
+    lr1, lr2 = sweep._compare(tmp_path, plan, records, "joint", "text-only")
+    assert (lr1["fixed"], lr2["fixed"]) == ({"lr": 1}, {"lr": 2})
+    # lr=1: row means a = 1, 0.5, 0.75 and b = 0, 0.25, 0; differences 1, 0.25, 0.75: of the 8 sign
+    # patterns only +++ and --- reach |sum| = 2, so p = 2/8
+    p = lr1["row_means"]
+    assert (p["role"], p["n"]) == ("primary", 3)
+    assert (p["f_c_a"], p["f_c_b"], p["diff"]) == pytest.approx((0.75, 0.25 / 3, 2 / 3))
+    assert p["p_value"] == 0.25
+    # lr=2: one row differs (by 1): both sign patterns are as extreme, p = 1
+    assert lr2["row_means"]["p_value"] == 1.0
+    # Holm over the two settings: 2 * 0.25 = 0.5, then max(0.5, 1 * 1.0) = 1.0
+    assert (lr1["row_means"]["p_holm"], lr2["row_means"]["p_holm"]) == (0.5, 1.0)
+    assert lr1["row_means"]["holm_over"] == 2
+    # secondary: seed 0 of lr=1 differs by 1, 1, 0.5: only +++ and --- reach 2.5
+    assert [s["role"] for s in lr1["per_seed"]] == ["secondary", "secondary"]
+    assert lr1["per_seed"][0]["p_value"] == 0.25 and lr1["per_seed"][0]["f_c_a"] == pytest.approx(2.5 / 3)
+    assert lr1["concatenated"]["role"] == "secondary" and lr1["concatenated"]["n"] == 6
+
+
+def test_with_holm_leaves_a_comparison_without_rows_out_of_the_family():
+    out = sweep.with_holm([{"row_means": {"p_value": None}}, {"row_means": {"p_value": 0.04}},
+                           {"row_means": {"p_value": 0.03}}])
+    assert [c["row_means"]["p_holm"] for c in out] == pytest.approx([None, 0.06, 0.06])
+    assert out[1]["row_means"]["holm_over"] == 2
+
+
+def test_interval_and_its_text_range_below_three_seeds_t_clipped_from_three():
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    two = sweep._interval([0.6, 0.7])
+    assert (two["interval"], two["ci_low"], two["ci_high"]) == ("range", 0.6, 0.7)
+    assert sweep.interval_text(two, pct) == "65.0% (seeds 60.0%, 70.0%; range 60.0% to 70.0%)"
+    three = sweep._interval([0.9, 1.0, 1.0])  # t: 0.9667 +- 0.1434, clipped to [0, 1]
+    assert three["interval"] == "t" and three["ci_high"] == 1.0
+    assert sweep.interval_text(three, pct) == "96.7% [95% t 82.3%, 100.0%]"
+    assert sweep.interval_text(sweep._interval([]), pct) == "n/a"
+    old = {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 3, "values": [0.4, 0.5, 0.6]}  # before `interval`
+    assert sweep.interval_text(old, pct) == "50.0% [95% t 40.0%, 60.0%]"
 
 
 # --- checkpoint selection --------------------------------------------------------------------------

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cot_transplant.analysis.stats import bootstrap_ci
-from cot_transplant.train.metrics import CHOICE_KEYS, EVAL_KEYS, auroc, choice_metrics, eval_metrics, prefix
+from cot_transplant.train.metrics import (CHOICE_KEYS, EVAL_KEYS, auroc, choice_metrics, eval_metrics, prefix,
+                                          row_scores)
 
 
 def _rows():
     """Five rows, worked by hand:
 
-    row  p1   p2   label arg | Pc  Pi  chooser  argument  pick
-    0    .6   .3   1     1   | .6  .3  right    right     1
-    1    .2   .7   1     2   | .2  .7  wrong    wrong     2
-    2    .1   .8   2     2   | .8  .1  right    right     2
-    3    .4   .4   2     1   | .4  .4  wrong(tie) wrong   none
-    4    .5   .1   2     2   | .1  .5  wrong    right     1
+    row  p1   p2   label arg | Pc  Pi  chooser    argument  pick  agree
+    0    .6   .3   1     1   | .6  .3  right 1    right     1     1
+    1    .2   .7   1     2   | .2  .7  wrong 0    wrong     2     1
+    2    .1   .8   2     2   | .8  .1  right 1    right     2     1
+    3    .4   .4   2     1   | .4  .4  tie 1/2    wrong     none  1/2
+    4    .5   .1   2     2   | .1  .5  wrong 0    right     1     0
     """
     return [.6, .2, .1, .4, .5], [.3, .7, .8, .4, .1], [1, 1, 2, 2, 2], [1, 2, 2, 1, 2]
 
@@ -27,21 +29,28 @@ def test_choice_metrics_hand_computed():
     m = choice_metrics(*_rows())
     assert set(m) == set(CHOICE_KEYS)
     assert m["n"] == 5
-    assert m["f_c"] == pytest.approx(2 / 5)  # rows 0, 2; the tie (row 3) counts as wrong
+    assert m["f_c"] == pytest.approx(2.5 / 5)  # rows 0, 2, and the tie (row 3) counts 1/2
     assert m["f_c_oc"] == pytest.approx(2 / 3)  # argument right on 0, 2, 4; chooser right on 0, 2
-    assert m["f_c_oi"] == 0.0  # argument wrong on 1, 3; chooser wrong on both
+    assert m["f_c_oi"] == pytest.approx(0.25)  # argument wrong on 1, 3: scores 0 and 1/2
     assert m["o_c"] == pytest.approx((0.3 + 0.7) / 2)
-    assert m["o_i"] == pytest.approx((0.5 + 0.0 + 0.4) / 3)
+    assert m["o_i"] == pytest.approx((0.5 + 0.4) / 2)  # rows 1, 4; the tie is in neither group
+
+
+def test_row_scores_ties_count_half():
+    assert row_scores([0.6, 0.2, 0.4, 0.4], [0.3, 0.7, 0.4, 0.1], [1, 1, 2, 2]).tolist() == [1.0, 0.0, 0.5, 0.0]
+    with pytest.raises(ValueError, match="length"):
+        row_scores([0.1, 0.2], [0.3], [1, 2])
 
 
 def test_eval_metrics_hand_computed():
     m = eval_metrics(*_rows())
     assert set(m) == set(EVAL_KEYS)
     assert m["base_rate"] == pytest.approx(3 / 5)
-    assert m["agree"] == pytest.approx(3 / 5)  # rows 0, 1, 2; the tie picks nothing
+    assert m["agree"] == pytest.approx(3.5 / 5)  # rows 0, 1, 2; the tie picks neither: 1/2
     # scores .667 .222 .111 .5 .833; positives rows 0, 1: (2 + 1) of 6 pairs ordered right
     assert m["auroc"] == pytest.approx(3 / 6)
-    assert m["f_c_ci_low"] <= m["f_c"] <= m["f_c_ci_high"]
+    # Wilson on k = 2.5 of 5: centre 0.5, half 1.959964 * sqrt(0.05 + 3.841459 / 100) / (1 + 3.841459 / 5)
+    assert (m["f_c_ci_low"], m["f_c_ci_high"]) == pytest.approx((0.170424, 0.829576), abs=1e-5)
     assert all(isinstance(v, (float, int)) for v in m.values())  # JSON-ready, no numpy scalars
 
 
@@ -77,18 +86,30 @@ def test_auroc_one_class_and_underflow():
     assert auroc([0.0, 0.9, 0.1, 0.3], [0.0, 0.1, 0.9, 0.7], [2, 1, 1, 1]) == pytest.approx(1 / 3)
 
 
-def test_f_c_ci_is_seeded_and_matches_a_plain_bootstrap():
-    rng = np.random.default_rng(0)
-    n = 275
-    label = rng.integers(1, 3, n)
-    p_correct = np.where(rng.random(n) < 0.7, 0.8, 0.2)
-    p1 = np.where(label == 1, p_correct, 1 - p_correct)
-    args = (p1, 1 - p1, label, label)
-    a, b = eval_metrics(*args, seed=5), eval_metrics(*args, seed=5)
-    assert (a["f_c_ci_low"], a["f_c_ci_high"]) == (b["f_c_ci_low"], b["f_c_ci_high"])
-    low, high = bootstrap_ci(p_correct > 0.5, n_boot=4000, seed=1)
-    assert a["f_c_ci_low"] == pytest.approx(low, abs=0.015)
-    assert a["f_c_ci_high"] == pytest.approx(high, abs=0.015)
+def test_f_c_ci_is_wilson_and_does_not_collapse_at_24_of_24():
+    label = np.tile([1, 2], 12)
+    p1 = np.where(label == 1, 0.9, 0.05)
+    m = eval_metrics(p1, 0.95 - p1, label, label)
+    assert m["f_c"] == 1.0
+    assert (m["f_c_ci_low"], m["f_c_ci_high"]) == pytest.approx((0.862024, 1.0), abs=1e-5)  # a bootstrap: [1, 1]
+
+
+def test_choice_probabilities_are_compared_in_float32_not_bf16():
+    torch = pytest.importorskip("torch")
+    from cot_transplant.train.step import StepSettings, _last_logits, loss_and_probs
+    from cot_transplant.transplant import TransplantSpec
+
+    logits = torch.zeros(1, 5)
+    logits[0, 1], logits[0, 2] = 10.0, 10.02  # bf16 steps by 0.0625 near 10: both round to 10.0
+    assert logits.bfloat16()[0, 1] == logits.bfloat16()[0, 2]
+    s = StepSettings(variant="joint", choice_ids=(1, 2), spec=TransplantSpec())
+    _, p1, p2 = loss_and_probs(logits, torch.tensor([2]), s)
+    assert p1.dtype == torch.float32 and p2 > p1
+    assert row_scores(p1.tolist(), p2.tolist(), [2]).tolist() == [1.0]  # preferred, not a tie
+    # a bf16 model's logits leave `_last_logits` as float32, before any softmax or comparison
+    model = lambda **kw: SimpleNamespace(logits=torch.ones(1, 3, 5, dtype=torch.bfloat16))  # noqa: E731
+    assert _last_logits(model, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long)).dtype \
+        == torch.float32
 
 
 def test_bad_inputs_raise():

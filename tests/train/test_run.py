@@ -48,7 +48,7 @@ def test_summary_f_c_recomputes_from_the_chosen_predictions(run):
     summary = summarize(run)
     chosen = summary["test_at_chosen"]
     pred = rundir.read_predictions(run / "predictions" / f"test-{chosen['samples']}.csv")
-    m = eval_metrics(pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"], n_boot=10)
+    m = eval_metrics(pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"])
     assert m["f_c"] == chosen["f_c"]
 
 
