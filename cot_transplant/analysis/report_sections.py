@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cot_transplant.analysis.report_controls import controls_table
 from cot_transplant.analysis.report_render import Code, Figure, Para, Section, Table
 from cot_transplant.errors import UserError
 
@@ -159,6 +160,7 @@ def results_section(sources: list[Source]) -> Section:
                                "f_c_oc", "f_c_oi"], rows, caption="runs (summary.json): never the best test value"))
         if len(run_srcs) > 1:
             s.blocks.append(_run_tests(run_srcs))
+        s.blocks.append(controls_table([(src.label, src.path) for src in run_srcs]))
     return s
 
 

@@ -80,3 +80,22 @@ def test_results_command_errors_are_one_line(tmp_path, capsys):
     assert main(["results", str(tmp_path), "--doc", str(tmp_path / "d.md")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("cot-transplant: error:") for line in err)
+
+
+def test_report_sets_each_run_beside_its_controls_and_baselines(tmp_path):
+    from cot_transplant.analysis.report_controls import controls_table
+
+    labels = [1, 2] * 10
+    joint = fake_run(tmp_path, "positive-joint-s0", [0.9 if lab == 1 else 0.1 for lab in labels], labels,
+                     control=("shuffled-kv", [0.6] * 20))
+    summary = json.loads((joint / "summary.json").read_text())
+    summary["baselines"] = {"argument": {"base_rate": 0.55, "ci_low": 0.3, "ci_high": 0.7},
+                            "length_only": {"f_c": 0.5, "ci_low": 0.3, "ci_high": 0.7},
+                            "last_step_checker": {"f_c": 0.6, "ci_low": 0.4, "ci_high": 0.8}}
+    (joint / "summary.json").write_text(json.dumps(summary))
+    plain = fake_run(tmp_path, "other", [0.6] * 20, labels)
+    (plain / "config.yaml").write_text(yaml.safe_dump({"data": {"synthetic": {"planted": True}}}))
+    t = controls_table([("joint", joint), ("other", plain)])
+    assert t.rows[0][:5] == ["joint", "synthetic", "100.0% [83.9%, 100.0%]", "50.0% [29.9%, 70.1%]", "not run"]
+    assert t.rows[0][5:] == ["55.0%", "50.0% [30.0%, 70.0%]", "60.0% [40.0%, 80.0%]"]
+    assert t.rows[1][1] == "planted (positive control)" and t.rows[1][3] == "not run"
