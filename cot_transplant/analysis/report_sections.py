@@ -38,6 +38,10 @@ def _p(test: dict | None, key: str = "p_value") -> str:
     return f"{test[key]:.3g} (n={test['n']})"
 
 
+def _baselines_cell(b: dict | None) -> str:
+    return "n/a" if not b else f"{_pct(b.get('length_only'))} / {_pct(b.get('last_step_checker'))}"
+
+
 def _summary(run: Path) -> dict:
     from cot_transplant.train.summary import summarize
 
@@ -123,10 +127,11 @@ def results_section(sources: list[Source]) -> Section:
             rows.append([c["label"], f"{c['n_complete']}/{c['n_runs']}", interval_text(chosen["f_c"], _pct),
                          interval_text(end["f_c"], _pct),
                          interval_text(chosen["auroc"], lambda x: f"{x:.3f}"),
-                         f"{above['runs']}/{above['of']}", _pct(sum(base) / len(base) if base else None)])
+                         f"{above['runs']}/{above['of']}", _pct(sum(base) / len(base) if base else None),
+                         _baselines_cell(c.get("baselines"))])
         s.blocks.append(Table(["variant", "runs", "test f_c at val-chosen checkpoint, mean [95% t CI, 3+ seeds] "
                                "or (seeds; range)", "test f_c at end", "test AUROC at chosen", "runs above base rate",
-                               "base rate"],
+                               "base rate", "length-only / last-step checker (same test rows)"],
                               rows, caption=f"sweep {src.label}: across seeds {src.sweep['seeds']}"))
         cmp_rows = [[f"{c['a']} vs {c['b']}", json.dumps(c["fixed"]) if c["fixed"] else "",
                      f"{_pct(c['row_means']['diff'])}, p {_p(c['row_means'])}, Holm p {_p(c['row_means'], 'p_holm')}",

@@ -308,11 +308,22 @@ def _run_record(run: dict, run_dir: Path, status: str) -> dict:
     out.update(chosen_by=s["chosen_by"], chosen_samples=chosen.get("samples"), end_samples=end.get("samples"),
                test_f_c_at_chosen=chosen.get("f_c"), test_f_c_at_end=end.get("f_c"),
                test_auroc_at_chosen=chosen.get("auroc"), test_auroc_at_end=end.get("auroc"),
-               base_rate=chosen.get("base_rate", end.get("base_rate")))
+               base_rate=chosen.get("base_rate", end.get("base_rate")), baselines=_baselines(run_dir))
     evals = [m for m in metrics if m.get("kind") == "eval"]
     out["_curves"] = {split: [(m["samples"], m.get(f"{split}/f_c")) for m in evals if m.get("split") == split]
                       for split in ("val", "test")}
     return out
+
+
+def _baselines(run_dir: Path) -> dict | None:
+    """The text-free baselines of the run's summary.json on its test rows: {name: f_c}, or None."""
+    path = run_dir / "summary.json"
+    b = json.loads(path.read_text(encoding="utf-8")).get("baselines") if path.is_file() else None
+    if not isinstance(b, dict):
+        return None
+    return {"n": b.get("n"), "argument": (b.get("argument") or {}).get("base_rate"),
+            "length_only": (b.get("length_only") or {}).get("f_c"),
+            "last_step_checker": (b.get("last_step_checker") or {}).get("f_c")}
 
 
 def _combination(combo: dict, runs: list[dict]) -> dict:
@@ -326,6 +337,8 @@ def _combination(combo: dict, runs: list[dict]) -> dict:
         "test_at_end": {"f_c": _interval([r["test_f_c_at_end"] for r in done]),
                         "auroc": _interval([r["test_auroc_at_end"] for r in done])},
         "above_base_rate": {"at_chosen": _above(done, "test_f_c_at_chosen"), "at_end": _above(done, "test_f_c_at_end")},
+        # the test rows depend on split_seed, not the training seed: the first run's stand for all
+        "baselines": next((r["baselines"] for r in done if r.get("baselines")), None),
         "band": {f"{split}/f_c": _band([r["_curves"][split] for r in done]) for split in ("val", "test")},
     }
 

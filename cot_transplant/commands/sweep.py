@@ -135,6 +135,10 @@ def format_result(result: dict) -> str:
         lines.append(f"   {c['label']}: {c['n_complete']}/{c['n_runs']} runs; test f_c at chosen "
                      f"{interval_text(c['test_at_chosen']['f_c'], pct)}, at end "
                      f"{interval_text(c['test_at_end']['f_c'], pct)}; above base rate {above['runs']}/{above['of']}")
+        b = c.get("baselines")
+        if b:
+            lines.append(f"      baselines on the same {b['n']} test rows: argument {pct(b['argument'])}, length-only "
+                         f"{pct(b['length_only'])}, last-step checker {pct(b['last_step_checker'])}")
     if result["comparisons"]:
         lines.append(f"   primary test: paired permutation test on per-row means over seeds, Holm-adjusted across "
                      f"{len(result['comparisons'])} comparison(s); the per-seed and concatenated tests are secondary")

@@ -111,6 +111,10 @@ def test_sweep_two_seeds_two_variants_end_to_end_and_resume(tmp_path, config, ti
             # two seeds: the per-seed values and their range, never a t interval
             assert f_c["interval"] == "range"
             assert (f_c["ci_low"], f_c["ci_high"]) == (min(f_c["values"]), max(f_c["values"]))
+        b = summaries[0]["baselines"]  # the text-free baselines on the same test rows, beside the result
+        assert combo["baselines"] == {"n": b["n"], "argument": b["argument"]["base_rate"],
+                                      "length_only": b["length_only"]["f_c"],
+                                      "last_step_checker": b["last_step_checker"]["f_c"]}
         share = combo["above_base_rate"]["at_chosen"]
         assert share["of"] == 2 and share["runs"] == sum(s["test_at_chosen"]["f_c"] > s["test_at_chosen"]["base_rate"]
                                                           for s in summaries)
