@@ -45,4 +45,5 @@ done
 
 # 4. The tables, and the original CSV's curves beside the original study's published ones.
 "$CT" results "$OUT" --doc docs/results.md
-"$CT" plot "$OUT"/original-{joint,text-only}-s*/ --reference ../shared/seed-data/seed_test_curves.csv --out docs/results-original.png
+"$CT" plot "$OUT"/original-{joint,text-only}-s*/ --reference ../shared/seed-data/seed_test_curves.csv \
+  --max-samples 384 --out docs/results-original.png

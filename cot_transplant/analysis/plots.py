@@ -232,8 +232,17 @@ def _panel_axes(fig, position: int, title: str):
     return ax_loss, ax_rate
 
 
+def clip_reference(reference: Mapping[str, Mapping[str, np.ndarray]], max_samples: int | None):
+    """The reference curves' points at or below `max_samples` samples trained (all of them for None)."""
+    if max_samples is None:
+        return dict(reference)
+    return {name: {c: v[cols["samples_trained"] <= max_samples] for c, v in cols.items()}
+            for name, cols in reference.items()}
+
+
 def plot_curves(run_dirs: Sequence[Path], out_png: Path, smooth: int = 1, reference_csv: Path | None = None,
-                title: str | None = None, reference_metrics: Sequence[str] = REFERENCE_METRICS) -> Path:
+                title: str | None = None, reference_metrics: Sequence[str] = REFERENCE_METRICS,
+                max_samples: int | None = None) -> Path:
     """Write the two-panel curves figure for one or more runs; return its path.
 
     Left: train stats; right: eval stats on the test split when a run has one, else
@@ -243,14 +252,16 @@ def plot_curves(run_dirs: Sequence[Path], out_png: Path, smooth: int = 1, refere
     split passes and are drawn as logged). The argument's base rate, when logged, is
     a dotted line on the eval panel. `reference_csv` overlays the original study's
     test curves (see `read_reference`), `reference_metrics` of them (loss and f_c by
-    default). Raises UserError on unreadable inputs.
+    default). `max_samples` limits both panels (and the reference) to that many samples
+    trained, so short runs stay visible beside a long reference. Raises UserError on
+    unreadable inputs.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     runs = [load_run(d) for d in run_dirs]
-    reference = read_reference(reference_csv) if reference_csv is not None else {}
+    reference = clip_reference(read_reference(reference_csv) if reference_csv is not None else {}, max_samples)
     splits = sorted({s for s in map(eval_split, runs) if s})
 
     fig = Figure(figsize=(14, 6.2))
@@ -281,6 +292,8 @@ def plot_curves(run_dirs: Sequence[Path], out_png: Path, smooth: int = 1, refere
         _draw(*eval_axes, cols["samples_trained"], {m: cols[m] for m in reference_metrics}, color, scale=0.8,
               alpha=0.75)  # the translucent loss style would turn black into the grey of the second run
     for ax_loss, _ in (train_axes, eval_axes):
+        if max_samples is not None:
+            ax_loss.set_xlim(0, max_samples)
         if not ax_loss.lines:
             ax_loss.text(0.5, 0.5, "no records", transform=ax_loss.transAxes, ha="center", color="0.5")
 

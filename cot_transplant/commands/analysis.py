@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--reference", type=Path, default=None, metavar="CSV",
                    help="overlay curves from a CSV laid out like seed-data/seed_test_curves.csv")
     p.add_argument("--title", default=None, help="figure title (default: the run names)")
+    p.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
+                   help="show only the first N samples trained, the reference's too (default: everything)")
     p.set_defaults(func=run_plot)
 
 
@@ -33,7 +35,8 @@ def run_plot(args) -> int:
     if out.suffix.lower() != ".png":
         raise UserError(f"{out}: --out must name a .png file")
     try:
-        written = plot_curves(args.runs, out, smooth=args.smooth, reference_csv=args.reference, title=args.title)
+        written = plot_curves(args.runs, out, smooth=args.smooth, reference_csv=args.reference, title=args.title,
+                              max_samples=args.max_samples)
     except OSError as exc:  # reading errors are UserErrors already; this is the write
         raise UserError(f"{out}: cannot write the figure ({exc.strerror or exc}); choose another --out") from None
     print(written)

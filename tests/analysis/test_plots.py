@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cot_transplant.analysis.plots import (
+    clip_reference,
     eval_curve,
     load_run,
     plot_ci_band,
@@ -119,6 +120,23 @@ def test_plot_several_runs_with_reference(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["plot", str(a), str(b), "--reference", str(SEED_CURVES)]) == 0
     assert_png(tmp_path / "curves.png")  # several runs: written to the working directory
+
+
+def test_clip_reference_keeps_points_up_to_the_limit():
+    ref = {"unmasked": {"samples_trained": np.array([0.0, 128.0, 256.0, 384.0]), "f_c": np.array([0.5, 0.6, 0.7, 0.8])}}
+    clipped = clip_reference(ref, 256)
+    assert clipped["unmasked"]["samples_trained"].tolist() == [0.0, 128.0, 256.0]
+    assert clipped["unmasked"]["f_c"].tolist() == [0.5, 0.6, 0.7]
+    assert clip_reference(ref, None)["unmasked"]["f_c"].tolist() == [0.5, 0.6, 0.7, 0.8]
+
+
+def test_plot_with_max_samples(tmp_path):
+    if not SEED_CURVES.is_file():
+        pytest.skip(f"{SEED_CURVES} not present")
+    a = write_run(tmp_path / "a")
+    out = tmp_path / "short.png"
+    assert main(["plot", str(a), "--reference", str(SEED_CURVES), "--max-samples", "512", "--out", str(out)]) == 0
+    assert_png(out)
 
 
 def test_plot_eval_only_run(tmp_path):
