@@ -20,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-from cot_transplant.config import Config, save_config, to_dict
+from cot_transplant.config import Config, save_config
 from cot_transplant.errors import UserError
 from cot_transplant.provenance import stamp
 
@@ -167,7 +167,3 @@ def latest_checkpoint(run: Path) -> Path | None:
     ckpts = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     ckpts = [c for c in ckpts if (c / "state.json").is_file()]
     return ckpts[-1] if ckpts else None
-
-
-def config_dict(cfg: Config) -> dict:
-    return to_dict(cfg)

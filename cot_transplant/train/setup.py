@@ -32,7 +32,6 @@ class Session:
     skipped: dict[str, int]
     settings: StepSettings
     device: torch.device
-    residual: list = dataclasses.field(default_factory=list)  # installed residual-dtype hooks (model.residual_dtype)
 
 
 def seed_everything(seed: int) -> None:
@@ -165,7 +164,6 @@ def setup(cfg: Config, control: str | None = None) -> Session:
     if not examples["train"]:
         raise UserError("data: no train rows left after the length limit; raise prompt.max_tokens "
                         "or set prompt.overflow=truncate")
-    residual = []
     for b in bases:
         if cfg.model.gradient_checkpointing:
             b.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -174,7 +172,7 @@ def setup(cfg: Config, control: str | None = None) -> Session:
             from cot_transplant.transplant.residual64 import ResidualDtype
 
             try:
-                residual.append(ResidualDtype(b, getattr(torch, cfg.model.residual_dtype)).install())
+                ResidualDtype(b, getattr(torch, cfg.model.residual_dtype)).install()
             except ValueError as exc:
                 raise UserError(f"model.residual_dtype: {exc}; leave it empty for this model") from None
     if arguer_base is None:
@@ -187,7 +185,7 @@ def setup(cfg: Config, control: str | None = None) -> Session:
     spec = TransplantSpec(site=cfg.transplant.site,
                           layers=tuple(cfg.transplant.layers) if cfg.transplant.layers is not None else None)
     settings = StepSettings(cfg.variant, choice_ids, spec, cfg.loss.choice_only, cfg.train.fast_path)
-    return Session(cfg, model, tokenizer, records, splits, examples, skipped, settings, device, residual)
+    return Session(cfg, model, tokenizer, records, splits, examples, skipped, settings, device)
 
 
 def role_names(cfg: Config) -> tuple[str, str]:
