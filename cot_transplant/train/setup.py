@@ -182,10 +182,14 @@ def setup(cfg: Config, control: str | None = None) -> Session:
         model = ModelPair(attach_adapters(arguer_base, cfg.lora, cfg.variant, cfg.seed, names=("arguer",)),
                           attach_adapters(base, cfg.lora, cfg.variant, cfg.seed + 1, names=("chooser",))).to(device)
     model.train()
-    spec = TransplantSpec(site=cfg.transplant.site,
-                          layers=tuple(cfg.transplant.layers) if cfg.transplant.layers is not None else None)
-    settings = StepSettings(cfg.variant, choice_ids, spec, cfg.loss.choice_only, cfg.train.fast_path)
+    settings = StepSettings(cfg.variant, choice_ids, transplant_spec(cfg), cfg.loss.choice_only, cfg.train.fast_path)
     return Session(cfg, model, tokenizer, records, splits, examples, skipped, settings, device)
+
+
+def transplant_spec(cfg: Config) -> TransplantSpec:
+    """Where `cfg` transplants (`transplant.site`, `transplant.layers`): the spec saved with its run and checkpoints."""
+    layers = cfg.transplant.layers
+    return TransplantSpec(site=cfg.transplant.site, layers=tuple(layers) if layers is not None else None)
 
 
 def role_names(cfg: Config) -> tuple[str, str]:
