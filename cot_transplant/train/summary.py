@@ -7,7 +7,9 @@ same test rows (`analysis.baselines`).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 from cot_transplant.config import Config
 from cot_transplant.provenance import stamp
@@ -16,10 +18,32 @@ from cot_transplant.train import rundir
 KEYS = ("f_c", "f_c_ci_low", "f_c_ci_high", "base_rate", "auroc", "f_c_oc", "f_c_oi", "agree", "loss")
 
 
+def select_checkpoint(eval_records: Iterable[Mapping[str, Any]], metric: str = "val/f_c",
+                      maximize: bool = True) -> int:
+    """The `samples` count of the eval record with the best validation `metric`; ties -> earliest.
+
+    Only `val/` keys are ever looked at: each record is first cut down to `samples`
+    and its `val/...` entries, so test figures cannot leak into the choice. Pass
+    `maximize=False` for a loss. Records without the metric (or with None/NaN) are
+    skipped. Raises ValueError if `metric` is not a `val/` key or no record has it.
+    """
+    if not metric.startswith("val/"):
+        raise ValueError(f"select_checkpoint chooses on validation only; got metric {metric!r} (want 'val/...')")
+    best_samples, best_value = None, None
+    visible = ({k: v for k, v in r.items() if k.startswith("val/")} | {"samples": r.get("samples")}
+               for r in eval_records)
+    candidates = [r for r in visible if r.get(metric) is not None and not math.isnan(r[metric])]
+    for r in sorted(candidates, key=lambda r: r["samples"]):  # stable: earliest wins a tie
+        value = r[metric] if maximize else -r[metric]
+        if best_value is None or value > best_value:
+            best_samples, best_value = r["samples"], value
+    if best_samples is None:
+        raise ValueError(f"no eval record has a value for {metric!r}")
+    return int(best_samples)
+
+
 def summarize(run: Path, metrics: list[dict] | None = None) -> dict:
     """Summary figures computed from metrics.jsonl alone."""
-    from cot_transplant.analysis.stats import select_checkpoint
-
     metrics = rundir.read_metrics(run) if metrics is None else metrics
     evals = [m for m in metrics if m.get("kind") == "eval"]
     test = {m["samples"]: m for m in evals if m.get("split") == "test"}
