@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cot_transplant.analysis.run_summary import report_run
 from cot_transplant.cli import main
 from cot_transplant.config import load_config
 from cot_transplant.data.splits import make_split
@@ -24,7 +25,7 @@ needs_seed = pytest.mark.skipif(not SEED_CSV.is_file(), reason="../shared/seed-d
 
 @pytest.fixture
 def run(tiny_rows, tmp_path):
-    train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "run.tensorboard=true"))
+    report_run(train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "run.tensorboard=true")))
     return tmp_path / "r"
 
 
