@@ -1,5 +1,5 @@
-"""Sweeps: the plan, a 2 seeds x 2 variants sweep of tiny runs end to end, resume, and
-checkpoint selection that never reads test metrics."""
+"""Sweeps: a 2 seeds x 2 variants sweep of tiny runs end to end, resume, the aggregate, and
+checkpoint selection that never reads test metrics (the plan: tests/train/test_sweep_plan.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ import pytest
 import yaml
 
 from cot_transplant.analysis import sweep
-from cot_transplant.train import sweep as plan_sweep
 from cot_transplant.cli import main
 from cot_transplant.config import to_dict
-from cot_transplant.errors import UserError
 from cot_transplant.train import rundir
+from cot_transplant.train import sweep as plan_sweep
 from cot_transplant.train.summary import summarize
-
 
 
 @pytest.fixture
@@ -26,52 +24,6 @@ def config(tmp_path, tiny_cfg) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(to_dict(tiny_cfg())))
     return path
-
-
-# --- the plan -------------------------------------------------------------------------------------
-
-
-def test_parse_grid_values_lists_and_floats():
-    grid = plan_sweep.parse_grid(["variant=joint,text-only", "train.optim.lr=1e-4,3e-4",
-                             "transplant.layers=[0,1],[1],null"])
-    assert grid == {"variant": ["joint", "text-only"], "train.optim.lr": [1e-4, 3e-4],
-                    "transplant.layers": [[0, 1], [1], None]}
-
-
-@pytest.mark.parametrize("item, message", [
-    ("seed=1,2", "--seeds"),
-    ("data.split_seed=1,2", "one data split"),
-    ("data.path=a.csv,b.csv", "one data split"),
-    ("run.name=a,b", "cannot vary"),
-    ("variant", "key=v1,v2"),
-    ("variant=joint,joint", "repeated"),
-])
-def test_parse_grid_refuses(item, message):
-    with pytest.raises(UserError, match=message):
-        plan_sweep.parse_grid([item])
-
-
-def test_make_plan_checks_every_combination_before_training(tmp_path, config):
-    with pytest.raises(UserError, match="transplant.site"):
-        plan_sweep.make_plan(str(config), 1, plan_sweep.parse_grid(["transplant.site=kv,qk"]), out=tmp_path / "a")
-    with pytest.raises(UserError, match="unknown config key 'train.optim.lrr'"):
-        plan_sweep.make_plan(str(config), 1, plan_sweep.parse_grid(["train.optim.lrr=1e-3"]), out=tmp_path / "b")
-    with pytest.raises(UserError, match="--compare"):
-        plan_sweep.make_plan(str(config), 1, plan_sweep.parse_grid(["variant=joint,shared"]), out=tmp_path / "c",
-                             compare=["joint", "text-only"])
-    assert not any((tmp_path / d).exists() for d in "abc")  # nothing written for a bad plan
-    out = plan_sweep.make_plan(str(config), 3,
-                               plan_sweep.parse_grid(["variant=joint,text-only", "train.optim.lr=1e-3,1e-2"]),
-                               ["train.max_samples=2"], out=tmp_path / "d")
-    plan = plan_sweep.read_plan(out)
-    assert plan["seeds"] == [0, 1, 2] and plan["compare"] == ["joint", "text-only"]  # default comparison
-    assert len(plan["runs"]) == 12 and len({r["name"] for r in plan["runs"]}) == 12
-    assert plan["runs"][0]["name"] == "joint_lr-0.001-s0"
-    cfg = plan_sweep.run_config(plan, plan["runs"][-1], out)
-    assert (cfg.variant, cfg.train.optim.lr, cfg.seed, cfg.train.max_samples) == ("text-only", 1e-2, 2, 2)
-    assert (cfg.run.dir, cfg.run.name) == (str(out), "text-only_lr-0.01-s2")
-    with pytest.raises(UserError, match="--resume"):
-        plan_sweep.make_plan(str(config), 1, {}, out=out)
 
 
 def test_resume_needs_a_sweep_dir(tmp_path, capsys):

@@ -65,6 +65,19 @@ def test_run_and_each_checkpoint_carry_the_resolved_config_and_the_spec(tiny_row
         assert "_provenance" in values and load_config(base={k: v for k, v in values.items() if k != "_provenance"}) == cfg
 
 
+def test_train_writes_the_summary_and_report_run_adds_baselines_and_curves(tiny_rows, tmp_path, capsys):
+    summary = train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r"))
+    run = tmp_path / "r"
+    assert json.loads((run / "summary.json").read_text()) == summary
+    assert "baselines" not in summary and "curves" not in summary["outputs"] and not (run / "curves.png").exists()
+    reported = report_run(summary)
+    assert json.loads((run / "summary.json").read_text()) == reported
+    assert reported["baselines"]["split"] == "test" and reported["outputs"]["curves"] == str(run / "curves.png")
+    assert list(reported)[-1] == "baselines" and list(reported["outputs"])[-1] == "curves"  # the key order of old
+    assert (run / "curves.png").is_file()
+    assert "test f_c at the checkpoint chosen on validation" in capsys.readouterr().out
+
+
 def test_summary_f_c_recomputes_from_the_chosen_predictions(run):
     summary = summarize(run)
     chosen = summary["test_at_chosen"]
