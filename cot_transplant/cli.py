@@ -22,8 +22,9 @@ COMMAND_MODULES = (
     "cot_transplant.commands.generate",
     "cot_transplant.commands.train",
     "cot_transplant.commands.demo",
-    "cot_transplant.commands.analysis",
+    "cot_transplant.commands.plot",
     "cot_transplant.commands.sweep",
+    "cot_transplant.commands.truncation",
     "cot_transplant.commands.bench",
     "cot_transplant.commands.report",
     "cot_transplant.commands.results",
@@ -40,13 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cot-transplant {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a command module not written yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

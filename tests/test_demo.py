@@ -3,7 +3,7 @@
 import json
 
 from cot_transplant.cli import main
-from cot_transplant.demo import overlap_sentence
+from cot_transplant.commands.demo import overlap_sentence
 
 
 def test_demo_runs_both_variants_and_writes_everything(tmp_path, capsys):

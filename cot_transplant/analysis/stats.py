@@ -7,36 +7,21 @@ from __future__ import annotations
 
 import itertools
 import math
-from statistics import NormalDist
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+# Defined below `analysis`, where training needs them: the Wilson interval of an eval's f_c, and the
+# validation-only checkpoint choice of a run's summary. Re-exported: the statistics are read here.
+from cot_transplant.train.metrics import wilson  # noqa: F401
+from cot_transplant.train.summary import select_checkpoint  # noqa: F401
 
 _CHUNK = 4_000_000  # elements per (resamples x rows) block: bounds memory on large splits
 # Fewest values for a t interval: with two, t_1 = 12.7 gives an interval that says nothing, so fewer
 # values are reported as themselves and their range.
 MIN_T_VALUES = 3
 FRACTION = (0.0, 1.0)  # bounds of a fraction metric (f_c, AUROC, agree, base rate): t intervals are clipped to it
-
-
-def wilson(k: float, n: int, alpha: float = 0.05) -> tuple[float | None, float | None]:
-    """(1 - alpha) Wilson score interval of the proportion k / n; (None, None) when n == 0.
-
-    Sound at small n and at 0 or n (24/24 gives [0.862, 1], where a bootstrap collapses to
-    [1, 1]). `k` may be fractional (ties scored 1/2 add 0.5 each): the same formula on p = k / n,
-    which is the textbook interval for whole k. Raises ValueError when k is outside [0, n].
-    """
-    if n == 0:
-        return None, None
-    if not -1e-9 <= k <= n + 1e-9:
-        raise ValueError(f"wilson: k = {k} is outside [0, n = {n}]")
-    z = NormalDist().inv_cdf(1 - alpha / 2)
-    p = min(1.0, max(0.0, k / n))
-    shrink = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / shrink
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / shrink
-    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))  # rounding never excludes p
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -204,27 +189,3 @@ def ci_band(curves: Sequence[Iterable[tuple[float, float | None]]], alpha: float
         n=np.array([r["n"] for r in rows], dtype=np.int64),
         interval=tuple(r["interval"] for r in rows),
     )
-
-
-def select_checkpoint(eval_records: Iterable[Mapping[str, Any]], metric: str = "val/f_c",
-                      maximize: bool = True) -> int:
-    """The `samples` count of the eval record with the best validation `metric`; ties -> earliest.
-
-    Only `val/` keys are ever looked at: each record is first cut down to `samples`
-    and its `val/...` entries, so test figures cannot leak into the choice. Pass
-    `maximize=False` for a loss. Records without the metric (or with None/NaN) are
-    skipped. Raises ValueError if `metric` is not a `val/` key or no record has it.
-    """
-    if not metric.startswith("val/"):
-        raise ValueError(f"select_checkpoint chooses on validation only; got metric {metric!r} (want 'val/...')")
-    best_samples, best_value = None, None
-    visible = ({k: v for k, v in r.items() if k.startswith("val/")} | {"samples": r.get("samples")}
-               for r in eval_records)
-    candidates = [r for r in visible if r.get(metric) is not None and not math.isnan(r[metric])]
-    for r in sorted(candidates, key=lambda r: r["samples"]):  # stable: earliest wins a tie
-        value = r[metric] if maximize else -r[metric]
-        if best_value is None or value > best_value:
-            best_samples, best_value = r["samples"], value
-    if best_samples is None:
-        raise ValueError(f"no eval record has a value for {metric!r}")
-    return int(best_samples)

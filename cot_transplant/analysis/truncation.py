@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from cot_transplant.errors import UserError
+from cot_transplant.train.evaluate import hide_tails  # noqa: F401  (re-exported: the mask this study applies)
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 TAILS = ("text", "hidden")
@@ -35,19 +36,6 @@ def parse_fractions(text: str) -> list[float]:
     if not values or any(not 0 < v <= 1 for v in values) or len(set(values)) < len(values):
         raise UserError(f"--fractions '{text}': give distinct numbers in (0, 1], e.g. 0.25,0.5,0.75,1.0")
     return values
-
-
-def hide_tails(chooser_mask, full_spans, fraction: float) -> None:
-    """Zero `chooser_mask` (B, T) past the first `fraction` of each span in `full_spans` (B rows x spans); in place.
-
-    The cut is `batches.cut_span`'s, so the hidden tokens are exactly those the cut transplant leaves out.
-    """
-    from cot_transplant.train.batches import cut_span
-
-    for r, spans in enumerate(full_spans):
-        for full in spans:
-            _, cut_end = cut_span(full, fraction)
-            chooser_mask[r, cut_end:full[1]] = 0
 
 
 def predict_hidden_tail(session, split: str, fraction: float) -> dict[str, list]:

@@ -59,16 +59,13 @@ QUICK_OVERRIDES = ("prompt.template=chat",)
 
 
 def bench_config(opts: BenchOptions) -> Config:
-    """The run's config: defaults, `--model`, then the overrides. Joint variant, k/v sites, no checkpointing."""
+    """The run's config: defaults, `--model`, then the overrides. Joint variant, k/v sites."""
     cfg = load_config(None, [f"model.name={opts.model}", *opts.overrides])
     if cfg.variant != "joint":
         raise UserError(f"bench measures the joint step; variant={cfg.variant} is not benchmarked")
     if cfg.transplant.site == "residual":
         raise UserError("bench: transplant.site=residual is not benchmarked (the original-style step models "
                         "the k/v transplant); use kv, k or v")
-    if cfg.model.gradient_checkpointing:
-        raise UserError("bench: model.gradient_checkpointing=true is not supported (the original-style step "
-                        "backpropagates once, which is exact only without checkpointing)")
     return cfg
 
 
@@ -315,7 +312,7 @@ def ratios(paths: tuple[StepPath, ...], times: Timings) -> dict:
 
 @dataclass
 class Harness:
-    """What every measurement shares: the model with both adapters, tokenizer, template, step settings."""
+    """What every measurement shares: `train.setup.setup_model`'s model, tokenizer, template, step settings."""
 
     cfg: Config
     model: torch.nn.Module
@@ -328,33 +325,32 @@ class Harness:
 
 
 def build_harness(cfg: Config) -> Harness:
-    """Load the model once (as `train` would) and attach the joint variant's two adapters."""
-    from cot_transplant.models import load_model, load_tokenizer
-    from cot_transplant.prompts.templates import choice_token_ids, get_template
-    from cot_transplant.train.adapters import attach_adapters
-    from cot_transplant.train.setup import resolve_device, seed_everything
-    from cot_transplant.train.step import StepSettings
-    from cot_transplant.transplant import TransplantSpec
+    """The model exactly as `train` sets it up for `cfg` (`setup_model`: two bases, gradient checkpointing and
+    the residual dtype included), with step settings that leave the choice of step to each path."""
+    from cot_transplant.train.setup import setup_model
 
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.model.device)
-    tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
-    template = get_template(cfg.prompt.template, tokenizer, cfg.prompt.template_file)
-    base = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
-                      load_in_8bit=cfg.model.load_in_8bit, load_in_4bit=cfg.model.load_in_4bit,
-                      trust_remote_code=cfg.model.trust_remote_code, seed=cfg.seed, vocab_size=len(tokenizer))
+    m = setup_model(cfg)
     try:
-        dims = ModelDims.from_config(base.config, cfg.lora.r, cfg.lora.target_modules)
+        dims = ModelDims.from_config(m.bases[-1].config, cfg.lora.r, cfg.lora.target_modules)
         lora_params(dims)
     except (ValueError, AttributeError) as exc:
         raise UserError(f"bench: cannot count FLOPs for this model: {exc}") from None
-    model = attach_adapters(base, cfg.lora, cfg.variant, cfg.seed).to(device)
-    model.train()
-    spec = TransplantSpec(site=cfg.transplant.site,
-                          layers=tuple(cfg.transplant.layers) if cfg.transplant.layers is not None else None)
-    settings = StepSettings(cfg.variant, choice_token_ids(tokenizer, template), spec, cfg.loss.choice_only)
-    limit = cfg.prompt.max_tokens or getattr(base.config, "max_position_embeddings", None)
-    return Harness(cfg, model, tokenizer, template, settings, dims, limit, device)
+    # `reference` runs the reference step even where `train.fast_path=auto` would take the fast path.
+    settings = dataclasses.replace(m.settings, fast_path="off")
+    return Harness(cfg, m.model, m.tokenizer, m.template, settings, dims, m.limit, m.device)
+
+
+def exact_paths(paths: tuple[StepPath, ...], cfg: Config, named: bool,
+                log: Callable[[str], None]) -> tuple[StepPath, ...]:
+    """`paths` without those that are not exact under `cfg`: `original-style` backpropagates once, which
+    is exact only without gradient checkpointing. Raises UserError when such a path was `named`."""
+    if not cfg.model.gradient_checkpointing or "original-style" not in [p.name for p in paths]:
+        return paths
+    why = "original-style is not exact with model.gradient_checkpointing=true (it backpropagates once)"
+    if named:
+        raise UserError(f"bench: {why}; leave it out of --paths")
+    log(f"bench: {why}; left out")
+    return tuple(p for p in paths if p.name != "original-style")
 
 
 def run_bench(opts: BenchOptions, sources: dict[str, list[Record]] | None = None,
@@ -369,10 +365,12 @@ def run_bench(opts: BenchOptions, sources: dict[str, list[Record]] | None = None
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     wall0, cpu0 = time.perf_counter(), time.process_time()
     cfg = bench_config(opts)
+    named = paths is not None or bool(opts.paths)
     try:
         paths = paths if paths is not None else select(list(opts.paths))
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    paths = exact_paths(paths, cfg, named, log)
     if sources is None:
         sources = {}
         if opts.data:

@@ -28,7 +28,7 @@ import torch
 from cot_transplant.bench.flops import (BatchShape, ModelDims, StepFlops, attention_flops, flops_backward, flops_forward,
                                         passes_flops)
 from cot_transplant.train import fastpath
-from cot_transplant.train.adapters import roles
+from cot_transplant.train.adapters import role_model, roles
 from cot_transplant.train.batches import Batch, position_ids
 from cot_transplant.train.fastpath_plan import fast_shapes
 from cot_transplant.train.step import StepSettings, forward, loss_and_probs, train_forward_backward
@@ -104,12 +104,13 @@ def original_forward(model, batch: Batch, s: StepSettings):
                 out[b, start:end] = source[2 * b + j, a_start:a_end]
         return out
 
-    with active_adapter(model, arguer_name), _forward_hooks(model, s.spec, keep):
-        model(input_ids=batch.arguer_ids, attention_mask=batch.arguer_mask,
-              position_ids=position_ids(batch.arguer_mask), use_cache=False)  # logits (2B, Ta, V), unused
-    with active_adapter(model, chooser_name), _forward_hooks(model, s.spec, overwrite):
-        logits = model(input_ids=batch.chooser_ids, attention_mask=batch.chooser_mask,
-                       position_ids=position_ids(batch.chooser_mask), use_cache=False).logits  # (B, Tc, V)
+    arguer, chooser = role_model(model, arguer_name), role_model(model, chooser_name)
+    with active_adapter(arguer, arguer_name), _forward_hooks(arguer, s.spec, keep):
+        arguer(input_ids=batch.arguer_ids, attention_mask=batch.arguer_mask,
+               position_ids=position_ids(batch.arguer_mask), use_cache=False)  # logits (2B, Ta, V), unused
+    with active_adapter(chooser, chooser_name), _forward_hooks(chooser, s.spec, overwrite):
+        logits = chooser(input_ids=batch.chooser_ids, attention_mask=batch.chooser_mask,
+                         position_ids=position_ids(batch.chooser_mask), use_cache=False).logits  # (B, Tc, V)
     return loss_and_probs(logits[:, -1, :].float(), batch.labels, s)
 
 
@@ -141,11 +142,12 @@ def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def plain_forward(model, batch: Batch, s: StepSettings) -> torch.Tensor:
     """Both token sets as ordinary passes, no hooks: the summed last-position loss of every sequence."""
     arguer_name, chooser_name = roles(s.variant)
-    with active_adapter(model, arguer_name):
-        arguer_loss, _, _ = loss_and_probs(_last_logits(model, batch.arguer_ids, batch.arguer_mask),
+    arguer, chooser = role_model(model, arguer_name), role_model(model, chooser_name)
+    with active_adapter(arguer, arguer_name):
+        arguer_loss, _, _ = loss_and_probs(_last_logits(arguer, batch.arguer_ids, batch.arguer_mask),
                                            batch.labels.repeat_interleave(2), s)
-    with active_adapter(model, chooser_name):
-        chooser_loss, _, _ = loss_and_probs(_last_logits(model, batch.chooser_ids, batch.chooser_mask),
+    with active_adapter(chooser, chooser_name):
+        chooser_loss, _, _ = loss_and_probs(_last_logits(chooser, batch.chooser_ids, batch.chooser_mask),
                                             batch.labels, s)
     return arguer_loss.sum() + chooser_loss.sum()
 

@@ -87,8 +87,8 @@ def run_probe_command(args) -> int:
 def run_breakdown_command(args) -> int:
     from cot_transplant.analysis.baselines import format_baselines
     from cot_transplant.analysis.breakdown import RESULT, breakdown, format_breakdown, run_records
+    from cot_transplant.analysis.run_summary import prediction_baselines
     from cot_transplant.errors import UserError
-    from cot_transplant.train.summary import prediction_baselines
 
     if not args.run.is_dir():
         raise UserError(f"{args.run}: run directory not found")

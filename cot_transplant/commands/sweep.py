@@ -1,4 +1,4 @@
-"""`cot-transplant sweep` (seeds x grid, aggregated) and `cot-transplant truncation` (a trained run)."""
+"""`cot-transplant sweep`: seeds x grid trained (`train.sweep`), then aggregated (`analysis.sweep`)."""
 
 from __future__ import annotations
 
@@ -56,24 +56,12 @@ def register(sub) -> None:
     p.set_defaults(func=run_sweep_command)
     _intermixed(p)
 
-    t = sub.add_parser(
-        "truncation", help="evaluate a trained run transplanting only the first fraction of each argument",
-        description="Without retraining: load a checkpoint and evaluate one split once per fraction, "
-                    "transplanting only the first fraction of each argument's states. Writes RUN/truncation.json "
-                    "(per fraction: f_c with 95% CI, AUROC, n), RUN/truncation.png and per-fraction predictions.")
-    t.add_argument("run", type=Path, metavar="RUN", help="run directory")
-    t.add_argument("--fractions", default="0.25,0.5,0.75,1.0", help="comma-separated, in (0, 1] (default %(default)s)")
-    t.add_argument("--split", default="test", choices=["test", "val", "train"], help="split to evaluate (default test)")
-    t.add_argument("--checkpoint", type=int, metavar="K", help="checkpoint step (default: the latest)")
-    t.add_argument("--tail", default="text", choices=["text", "hidden"],
-                   help="the tokens past the cut: 'text' the chooser reads them itself (as transplant.fraction in "
-                        "training); 'hidden' they are masked out of the chooser's view (default text)")
-    t.set_defaults(func=run_truncation_command)
-
 
 def run_sweep_command(args) -> int:
-    from cot_transplant.analysis import sweep
+    from cot_transplant.analysis.run_summary import report_run
+    from cot_transplant.analysis.sweep import RESULT, aggregate
     from cot_transplant.errors import UserError
+    from cot_transplant.train import sweep
 
     if args.resume:
         if args.config or args.grid or args.seeds or args.out or args.compare or args.overrides:
@@ -97,25 +85,11 @@ def run_sweep_command(args) -> int:
             print(f"   {run['name']}: {plan['combinations'][run['combination']]['label']}, seed {run['seed']}")
         print(f"start it with `cot-transplant sweep --resume {sweep_dir}`")
         return 0
-    result = sweep.run_sweep(sweep_dir)
+    failed, interrupted = sweep.run_sweep(sweep_dir, report=report_run)
+    result = aggregate(sweep_dir, plan, failed, interrupted)
     print(format_result(result))
-    print(f"written {sweep_dir / sweep.RESULT}")
+    print(f"written {sweep_dir / RESULT}")
     return 130 if result["interrupted"] else 1 if result["failed"] else 0
-
-
-def run_truncation_command(args) -> int:
-    from cot_transplant.analysis.truncation import parse_fractions, truncation
-
-    result = truncation(args.run, parse_fractions(args.fractions), split=args.split, checkpoint=args.checkpoint,
-                        tail=args.tail)
-    print(f"{result['run']} ({result['variant']}), {result['checkpoint']} ({result['samples']} samples), "
-          f"{result['split']} split, tail {result['tail']}:")
-    for r in result["fractions"]:
-        ci = f"[{100 * r['f_c_ci_low']:.1f}%, {100 * r['f_c_ci_high']:.1f}%]"
-        auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}"
-        print(f"   fraction {r['fraction']:g}: f_c {100 * r['f_c']:.1f}% {ci}  AUROC {auroc}  n {r['n']}")
-    print(f"written {Path(result['run']) / 'truncation.json'}, truncation.png")
-    return 0
 
 
 def _p(test: dict, key: str = "p_value") -> str:
@@ -123,7 +97,7 @@ def _p(test: dict, key: str = "p_value") -> str:
 
 
 def format_result(result: dict) -> str:
-    """A short text table of sweep.json for the terminal: intervals as `sweep.interval_text`, the primary test
+    """A short text table of sweep.json for the terminal: intervals as `analysis.sweep.interval_text`, the primary test
     (raw and Holm-adjusted p) before the secondary ones."""
     from cot_transplant.analysis.sweep import interval_text
 

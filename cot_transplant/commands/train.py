@@ -57,13 +57,20 @@ def run_train(args) -> int:
             cfg = extended_config(cfg, extend)
             if int(os.environ.get("RANK", "0")) == 0:  # one writer under `accelerate launch`
                 rundir.write_config(run, cfg)
-        train(cfg, resume=run)
+        report(train(cfg, resume=run))
         return 0
     if not args.config:
         raise UserError("train needs a CONFIG file (e.g. configs/demo.yaml) or --resume RUN_DIR")
     cfg = load_config(args.config, args.overrides)
-    train(cfg, config_path=args.config)
+    report(train(cfg, config_path=args.config))
     return 0
+
+
+def report(summary: dict) -> dict:
+    """`analysis.run_summary.report_run` of a finished run's summary (empty on processes other than the main one)."""
+    from cot_transplant.analysis.run_summary import report_run
+
+    return report_run(summary) if summary else summary
 
 
 EXTENDABLE = ("train.max_samples", "train.epochs")
@@ -179,11 +186,11 @@ def run_eval(args) -> int:
     import json
 
     from cot_transplant.analysis.baselines import format_baselines
+    from cot_transplant.analysis.run_summary import run_baselines
     from cot_transplant.errors import UserError
     from cot_transplant.train import rundir
     from cot_transplant.train.checkpoint import load_checkpoint
     from cot_transplant.train.setup import setup
-    from cot_transplant.train.summary import run_baselines
 
     run = Path(args.run)
     if not run.is_dir():

@@ -1,7 +1,8 @@
 """Checkpoints as safetensors and JSON only, written to a temporary directory then renamed.
 
 A checkpoint holds each adapter, the optimizer state (tensors + JSON), the RNG states
-(python, numpy, torch) and the data cursor, so a resumed run equals an uninterrupted one.
+(python, numpy, torch) and the data cursor, so a resumed run equals an uninterrupted one;
+and copies of the run's config.yaml and spec.json, so it describes itself.
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def _optimizer_from_files(optimizer, tensors: dict[str, torch.Tensor], meta: dic
 
 
 def save_checkpoint(run: Path, step: int, model, adapter_names: list[str], optimizer, state: dict) -> Path:
-    """Write checkpoints/step-<step>/ atomically; `state` is JSON (cursor, counters, metrics lines)."""
+    """Write checkpoints/step-<step>/ atomically; `state` is JSON (cursor, counters, metrics lines).
+
+    The run's config.yaml and spec.json are copied in as they are at this step (a resumed run trained
+    further has a raised `train.max_samples` / `train.epochs`).
+    """
     root = run / "checkpoints"
     root.mkdir(exist_ok=True)
     final = root / f"step-{step}"
@@ -63,6 +68,9 @@ def save_checkpoint(run: Path, step: int, model, adapter_names: list[str], optim
            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
     full = {**state, "step": step, "rng": rng, "adapters": adapter_names, "_provenance": stamp()}
     (tmp / "state.json").write_text(json.dumps(full))
+    for name in ("config.yaml", "spec.json"):  # absent only in runs written before spec.json existed
+        if (run / name).is_file():
+            shutil.copyfile(run / name, tmp / name)
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())

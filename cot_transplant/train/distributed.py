@@ -73,13 +73,6 @@ class Dist:
 
         return bool(reduce(torch.tensor(float(not finite)), reduction="sum").item() == 0)
 
-    def sum_int(self, value: int) -> int:
-        if self.world == 1:
-            return value
-        from accelerate.utils import reduce
-
-        return int(reduce(torch.tensor(float(value)), reduction="sum").item())
-
     def barrier(self) -> None:
         if self.state is not None:
             self.state.wait_for_everyone()

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cot_transplant.train import rundir
-from cot_transplant.train.batches import by_length, collate
+from cot_transplant.train.batches import by_length, collate, cut_span
 from cot_transplant.train.metrics import eval_metrics, prefix
 from cot_transplant.train.setup import Session
 from cot_transplant.train.step import forward
@@ -21,7 +21,7 @@ def predict(session: Session, split: str, fraction: float | None = None, dist=No
 
     With several processes (`dist`), each predicts its share and all get every row, in row-id order.
     `hide_tail`: with `fraction` < 1, also mask the argument tokens past the cut from the chooser
-    (`analysis.truncation`), instead of letting it read them as text.
+    (`hide_tails`; the truncation study's `--tail hidden`), instead of letting it read them as text.
     """
     cfg, model = session.cfg, session.model
     fraction = cfg.transplant.fraction if fraction is None else fraction
@@ -38,8 +38,6 @@ def predict(session: Session, split: str, fraction: float | None = None, dist=No
                 chunk = examples[i: i + cfg.eval.batch_size]
                 batch = collate(chunk, session.tokenizer.pad_token_id, fraction)
                 if hide_tail and fraction < 1:
-                    from cot_transplant.analysis.truncation import hide_tails
-
                     hide_tails(batch.chooser_mask, collate(chunk, session.tokenizer.pad_token_id, 1.0).chooser_spans,
                                fraction)
                 loss, p1, p2, _ = forward(model, batch, session.settings)
@@ -58,6 +56,17 @@ def predict(session: Session, split: str, fraction: float | None = None, dist=No
         order = np.argsort(out["row_id"], kind="stable")
         out = {k: [v[i] for i in order] for k, v in out.items()}
     return out
+
+
+def hide_tails(chooser_mask, full_spans, fraction: float) -> None:
+    """Zero `chooser_mask` (B, T) past the first `fraction` of each span in `full_spans` (B rows x spans); in place.
+
+    The cut is `batches.cut_span`'s, so the hidden tokens are exactly those the cut transplant leaves out.
+    """
+    for r, spans in enumerate(full_spans):
+        for full in spans:
+            _, cut_end = cut_span(full, fraction)
+            chooser_mask[r, cut_end:full[1]] = 0
 
 
 def metrics_of(pred: dict[str, list]) -> dict:

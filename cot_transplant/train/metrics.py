@@ -16,12 +16,12 @@ always means "measured and zero". Values are Python floats, ready for JSON.
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
 from typing import Any, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
-
-from cot_transplant.analysis.stats import wilson
 
 CHOICE_KEYS = ("f_c", "f_c_oc", "f_c_oi", "o_c", "o_i", "n")
 EVAL_KEYS = CHOICE_KEYS + ("auroc", "base_rate", "agree", "f_c_ci_low", "f_c_ci_high")
@@ -126,7 +126,7 @@ def eval_metrics(p1: ArrayLike, p2: ArrayLike, label: ArrayLike, argument_choice
     - `agree`: fraction of rows where the chooser's pick (the candidate with the
       larger probability) equals argument_choice; a tie picks neither and counts 1/2,
       as in f_c.
-    - `f_c_ci_low` / `f_c_ci_high`: the Wilson score interval (`stats.wilson`) of k out
+    - `f_c_ci_low` / `f_c_ci_high`: the Wilson score interval (`wilson`) of k out
       of n with k = the sum of the row scores, ties adding 1/2: Wilson on a fractional
       count, the plain Wilson interval when there are no ties.
     """
@@ -141,6 +141,25 @@ def eval_metrics(p1: ArrayLike, p2: ArrayLike, label: ArrayLike, argument_choice
         f_c_ci_high=high,
     )
     return out
+
+
+def wilson(k: float, n: int, alpha: float = 0.05) -> tuple[float | None, float | None]:
+    """(1 - alpha) Wilson score interval of the proportion k / n; (None, None) when n == 0.
+
+    Sound at small n and at 0 or n (24/24 gives [0.862, 1], where a bootstrap collapses to
+    [1, 1]). `k` may be fractional (ties scored 1/2 add 0.5 each): the same formula on p = k / n,
+    which is the textbook interval for whole k. Raises ValueError when k is outside [0, n].
+    """
+    if n == 0:
+        return None, None
+    if not -1e-9 <= k <= n + 1e-9:
+        raise ValueError(f"wilson: k = {k} is outside [0, n = {n}]")
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    p = min(1.0, max(0.0, k / n))
+    shrink = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / shrink
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / shrink
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))  # rounding never excludes p
 
 
 def prefix(d: Mapping[str, Any], split: str) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 Layout of `runs/<name>/`:
   config.yaml        resolved config + `_provenance` (version, git hash, libraries)
+  spec.json          the transplant spec (`TransplantSpec.to_dict`: site, layers)
   splits.json        row ids of each split
   metrics.jsonl      one object per train log and per eval (fields that vary between identical
                      runs, and only those, have names containing time, wall, per_s, rss or eta)
   events.*           TensorBoard
   predictions/<split>-<samples>.csv   row_id,p_cand1,p_cand2,label,argument_choice
-  checkpoints/step-<N>/               adapters (safetensors), optimizer (safetensors + JSON), RNG, cursor
+  checkpoints/step-<N>/               adapters (safetensors), optimizer (safetensors + JSON), RNG, cursor,
+                                      and copies of config.yaml and spec.json
   curves.png, summary.json
 """
 
@@ -20,7 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
-from cot_transplant.config import Config, save_config, to_dict
+from cot_transplant.config import Config, save_config
 from cot_transplant.errors import UserError
 from cot_transplant.provenance import stamp
 
@@ -50,11 +52,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_config(run: Path, cfg: Config) -> None:
+    """config.yaml (the resolved config and its provenance) and spec.json (its transplant spec) in `run`."""
     import yaml
+
+    from cot_transplant.train.setup import transplant_spec
 
     save_config(cfg, run / "config.yaml")
     with open(run / "config.yaml", "a", encoding="utf-8") as f:
         f.write(yaml.safe_dump({"_provenance": {**stamp(), "format_version": FORMAT_VERSION}}, sort_keys=False))
+    atomic_write_text(run / "spec.json", json.dumps(transplant_spec(cfg).to_dict()))
 
 
 def read_run_config(run: Path) -> tuple[Config, dict]:
@@ -167,7 +173,3 @@ def latest_checkpoint(run: Path) -> Path | None:
     ckpts = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     ckpts = [c for c in ckpts if (c / "state.json").is_file()]
     return ckpts[-1] if ckpts else None
-
-
-def config_dict(cfg: Config) -> dict:
-    return to_dict(cfg)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +31,6 @@ class Session:
     skipped: dict[str, int]
     settings: StepSettings
     device: torch.device
-    residual: list = dataclasses.field(default_factory=list)  # installed residual-dtype hooks (model.residual_dtype)
 
 
 def seed_everything(seed: int) -> None:
@@ -138,9 +136,27 @@ def split_examples(records: list[Record], splits: dict[str, list[int]], cfg: Con
     return examples, skipped
 
 
-def setup(cfg: Config, control: str | None = None) -> Session:
-    """The session of `cfg`; with `control` (an eval-only control, `swapped-kv` / `shuffled-kv`), the examples are
-    built as that variant builds them while the adapters and the step follow `cfg.variant`."""
+@dataclass
+class ModelSetup:
+    """The model a config trains, as `train`, `eval`, the sweep's runs and the bench all build it."""
+
+    model: torch.nn.Module  # one peft model with the variant's adapters, or a ModelPair (two bases)
+    bases: list  # the base model(s) under the adapters: [chooser] or [arguer, chooser]
+    tokenizer: object
+    template: object
+    settings: StepSettings
+    limit: int | None  # longest prompt: prompt.max_tokens, else the shortest context of the bases
+    device: torch.device
+
+
+def setup_model(cfg: Config) -> ModelSetup:
+    """Seed, load the tokenizer, template and base model(s), enable gradient checkpointing and the residual
+    dtype (`model.*`), attach the variant's adapters and move to the device.
+
+    Raises:
+        UserError: no CUDA for model.device=cuda, two bases whose states do not fit, or a residual dtype
+            the model does not support.
+    """
     from cot_transplant.models import load_tokenizer
 
     seed_everything(cfg.seed)
@@ -148,11 +164,6 @@ def setup(cfg: Config, control: str | None = None) -> Session:
     tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
     template = get_template(cfg.prompt.template, tokenizer, cfg.prompt.template_file)
     choice_ids = choice_token_ids(tokenizer, template)
-    records = load_records(cfg)
-    splits = make_split(cfg.data.split, len(records), cfg.data.val_fraction, cfg.data.test_fraction,
-                        cfg.data.split_seed)
-    # Row ids are positions in the loaded file, so splits.json names rows of the data file.
-    records = [dataclasses.replace(r, row_id=i) for i, r in enumerate(records)]
     arguer_name, chooser_name = role_names(cfg)
     base = _load_base(cfg, chooser_name, len(tokenizer))
     arguer_base = _load_base(cfg, arguer_name, len(tokenizer)) if arguer_name != chooser_name else None
@@ -161,11 +172,6 @@ def setup(cfg: Config, control: str | None = None) -> Session:
         check_kv_shapes(arguer_base, base, arguer_name, chooser_name, cfg.transplant.site)
     contexts = [c for c in (getattr(b.config, "max_position_embeddings", None) for b in bases) if c]
     limit = cfg.prompt.max_tokens or (min(contexts) if contexts else None)
-    examples, skipped = split_examples(records, splits, cfg, template, tokenizer, limit, control)
-    if not examples["train"]:
-        raise UserError("data: no train rows left after the length limit; raise prompt.max_tokens "
-                        "or set prompt.overflow=truncate")
-    residual = []
     for b in bases:
         if cfg.model.gradient_checkpointing:
             b.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -174,7 +180,7 @@ def setup(cfg: Config, control: str | None = None) -> Session:
             from cot_transplant.transplant.residual64 import ResidualDtype
 
             try:
-                residual.append(ResidualDtype(b, getattr(torch, cfg.model.residual_dtype)).install())
+                ResidualDtype(b, getattr(torch, cfg.model.residual_dtype)).install()
             except ValueError as exc:
                 raise UserError(f"model.residual_dtype: {exc}; leave it empty for this model") from None
     if arguer_base is None:
@@ -184,10 +190,35 @@ def setup(cfg: Config, control: str | None = None) -> Session:
         model = ModelPair(attach_adapters(arguer_base, cfg.lora, cfg.variant, cfg.seed, names=("arguer",)),
                           attach_adapters(base, cfg.lora, cfg.variant, cfg.seed + 1, names=("chooser",))).to(device)
     model.train()
-    spec = TransplantSpec(site=cfg.transplant.site,
-                          layers=tuple(cfg.transplant.layers) if cfg.transplant.layers is not None else None)
-    settings = StepSettings(cfg.variant, choice_ids, spec, cfg.loss.choice_only, cfg.train.fast_path)
-    return Session(cfg, model, tokenizer, records, splits, examples, skipped, settings, device, residual)
+    settings = StepSettings(cfg.variant, choice_ids, transplant_spec(cfg), cfg.loss.choice_only, cfg.train.fast_path)
+    return ModelSetup(model, bases, tokenizer, template, settings, limit, device)
+
+
+def setup(cfg: Config, control: str | None = None) -> Session:
+    """The session of `cfg`: its rows, split and examples, and `setup_model`'s model.
+
+    With `control` (an eval-only control, `swapped-kv` / `shuffled-kv`), the examples are built as that
+    variant builds them while the adapters and the step follow `cfg.variant`.
+    """
+    # The rows come first, so a data error answers before a model loads; reading them draws
+    # on no global RNG, so the model's seeding is as if nothing ran before it.
+    records = load_records(cfg)
+    splits = make_split(cfg.data.split, len(records), cfg.data.val_fraction, cfg.data.test_fraction,
+                        cfg.data.split_seed)
+    # Row ids are positions in the loaded file, so splits.json names rows of the data file.
+    records = [dataclasses.replace(r, row_id=i) for i, r in enumerate(records)]
+    m = setup_model(cfg)
+    examples, skipped = split_examples(records, splits, cfg, m.template, m.tokenizer, m.limit, control)
+    if not examples["train"]:
+        raise UserError("data: no train rows left after the length limit; raise prompt.max_tokens "
+                        "or set prompt.overflow=truncate")
+    return Session(cfg, m.model, m.tokenizer, records, splits, examples, skipped, m.settings, m.device)
+
+
+def transplant_spec(cfg: Config) -> TransplantSpec:
+    """Where `cfg` transplants (`transplant.site`, `transplant.layers`): the spec saved with its run and checkpoints."""
+    layers = cfg.transplant.layers
+    return TransplantSpec(site=cfg.transplant.site, layers=tuple(layers) if layers is not None else None)
 
 
 def role_names(cfg: Config) -> tuple[str, str]:

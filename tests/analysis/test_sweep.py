@@ -1,5 +1,5 @@
-"""Sweeps: the plan, a 2 seeds x 2 variants sweep of tiny runs end to end, resume, and
-checkpoint selection that never reads test metrics."""
+"""Sweeps: a 2 seeds x 2 variants sweep of tiny runs end to end, resume, the aggregate, and
+checkpoint selection that never reads test metrics (the plan: tests/train/test_sweep_plan.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import yaml
 from cot_transplant.analysis import sweep
 from cot_transplant.cli import main
 from cot_transplant.config import to_dict
-from cot_transplant.errors import UserError
 from cot_transplant.train import rundir
+from cot_transplant.train import sweep as plan_sweep
 from cot_transplant.train.summary import summarize
-
 
 
 @pytest.fixture
@@ -25,51 +24,6 @@ def config(tmp_path, tiny_cfg) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(to_dict(tiny_cfg())))
     return path
-
-
-# --- the plan -------------------------------------------------------------------------------------
-
-
-def test_parse_grid_values_lists_and_floats():
-    grid = sweep.parse_grid(["variant=joint,text-only", "train.optim.lr=1e-4,3e-4",
-                             "transplant.layers=[0,1],[1],null"])
-    assert grid == {"variant": ["joint", "text-only"], "train.optim.lr": [1e-4, 3e-4],
-                    "transplant.layers": [[0, 1], [1], None]}
-
-
-@pytest.mark.parametrize("item, message", [
-    ("seed=1,2", "--seeds"),
-    ("data.split_seed=1,2", "one data split"),
-    ("data.path=a.csv,b.csv", "one data split"),
-    ("run.name=a,b", "cannot vary"),
-    ("variant", "key=v1,v2"),
-    ("variant=joint,joint", "repeated"),
-])
-def test_parse_grid_refuses(item, message):
-    with pytest.raises(UserError, match=message):
-        sweep.parse_grid([item])
-
-
-def test_make_plan_checks_every_combination_before_training(tmp_path, config):
-    with pytest.raises(UserError, match="transplant.site"):
-        sweep.make_plan(str(config), 1, sweep.parse_grid(["transplant.site=kv,qk"]), out=tmp_path / "a")
-    with pytest.raises(UserError, match="unknown config key 'train.optim.lrr'"):
-        sweep.make_plan(str(config), 1, sweep.parse_grid(["train.optim.lrr=1e-3"]), out=tmp_path / "b")
-    with pytest.raises(UserError, match="--compare"):
-        sweep.make_plan(str(config), 1, sweep.parse_grid(["variant=joint,shared"]), out=tmp_path / "c",
-                        compare=["joint", "text-only"])
-    assert not any((tmp_path / d).exists() for d in "abc")  # nothing written for a bad plan
-    out = sweep.make_plan(str(config), 3, sweep.parse_grid(["variant=joint,text-only", "train.optim.lr=1e-3,1e-2"]),
-                          ["train.max_samples=2"], out=tmp_path / "d")
-    plan = sweep.read_plan(out)
-    assert plan["seeds"] == [0, 1, 2] and plan["compare"] == ["joint", "text-only"]  # default comparison
-    assert len(plan["runs"]) == 12 and len({r["name"] for r in plan["runs"]}) == 12
-    assert plan["runs"][0]["name"] == "joint_lr-0.001-s0"
-    cfg = sweep.run_config(plan, plan["runs"][-1], out)
-    assert (cfg.variant, cfg.train.optim.lr, cfg.seed, cfg.train.max_samples) == ("text-only", 1e-2, 2, 2)
-    assert (cfg.run.dir, cfg.run.name) == (str(out), "text-only_lr-0.01-s2")
-    with pytest.raises(UserError, match="--resume"):
-        sweep.make_plan(str(config), 1, {}, out=out)
 
 
 def test_resume_needs_a_sweep_dir(tmp_path, capsys):
@@ -86,7 +40,7 @@ def test_sweep_two_seeds_two_variants_end_to_end_and_resume(tmp_path, config, ti
     assert main(["sweep", str(config), "--seeds", "2", "--grid", "variant=joint,text-only", "--out", str(out),
                  "--n-perm", "200", "checkpoint.keep=1"]) == 0
     names = ["joint-s0", "text-only-s0", "joint-s1", "text-only-s1"]
-    assert [r["name"] for r in sweep.read_plan(out)["runs"]] == names
+    assert [r["name"] for r in plan_sweep.read_plan(out)["runs"]] == names
     result = json.loads((out / "sweep.json").read_text())
 
     # One split in every run (split_seed only), and the aggregate says so.
@@ -161,7 +115,7 @@ def test_sweep_two_seeds_two_variants_end_to_end_and_resume(tmp_path, config, ti
     (out / "text-only-s0" / "summary.json").unlink()
     assert main(["sweep", "--resume", str(out)]) == 0
     assert calls == [("text-only-s0", False), ("joint-s1", True)]
-    assert sweep.run_status(out / "joint-s1") == sweep.run_status(out / "text-only-s0") == "complete"
+    assert plan_sweep.run_status(out / "joint-s1") == plan_sweep.run_status(out / "text-only-s0") == "complete"
     assert json.loads((out / "text-only-s0" / "splits.json").read_text())["test"] == splits[0]["test"]
 
     # Checkpoint choice reads val/ only: poison joint-s0's test figures (best test away from the chosen

@@ -13,6 +13,7 @@ import torch
 
 from cot_transplant.analysis.baselines import baselines
 from cot_transplant.analysis.breakdown import run_records
+from cot_transplant.analysis.run_summary import format_summary, report_run
 from cot_transplant.cli import main
 from cot_transplant.config import DONORS
 from cot_transplant.prompts.templates import get_template
@@ -23,7 +24,6 @@ from cot_transplant.train.checkpoint import load_checkpoint
 from cot_transplant.train.evaluate import predict
 from cot_transplant.train.loop import train
 from cot_transplant.train.setup import build_examples, donor_order, setup
-from cot_transplant.train.summary import format_summary
 from train_helpers import make_records, tiny_cfg
 
 QUESTION = "Ann buys 3 packs of 4 pens and 5 more pens. How many pens?"  # one question: donors share it
@@ -42,8 +42,8 @@ def run(tmp_path_factory):
         mp.setattr(setup_mod, "load_records", lambda cfg: list(rows))
         mp.setattr(plots, "plot_curves", lambda runs, out, **kw: out)
         torch.set_num_threads(1)
-        train(tiny_cfg(f"run.dir={root}", "run.name=joint", "train.max_samples=4", "eval.at_start=false",
-                       "eval.splits=[test]"))
+        report_run(train(tiny_cfg(f"run.dir={root}", "run.name=joint", "train.max_samples=4", "eval.at_start=false",
+                                  "eval.splits=[test]")))
         yield root / "joint"
         torch.set_num_threads(threads)
 

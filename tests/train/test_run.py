@@ -5,13 +5,18 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from cot_transplant.analysis.run_summary import report_run
 from cot_transplant.cli import main
+from cot_transplant.config import load_config
 from cot_transplant.data.splits import make_split
 from cot_transplant.train import rundir
 from cot_transplant.train.loop import train
 from cot_transplant.train.summary import summarize
 from cot_transplant.train.metrics import eval_metrics
+from cot_transplant.train.setup import transplant_spec
+from cot_transplant.transplant import TransplantSpec
 from train_helpers import tiny_cfg
 
 SEED_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "seed-data" / "dataset.csv"
@@ -20,12 +25,12 @@ needs_seed = pytest.mark.skipif(not SEED_CSV.is_file(), reason="../shared/seed-d
 
 @pytest.fixture
 def run(tiny_rows, tmp_path):
-    train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "run.tensorboard=true"))
+    report_run(train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "run.tensorboard=true")))
     return tmp_path / "r"
 
 
 def test_run_directory_holds_every_listed_file(run):
-    for name in ("config.yaml", "splits.json", "metrics.jsonl", "curves.png", "summary.json"):
+    for name in ("config.yaml", "spec.json", "splits.json", "metrics.jsonl", "curves.png", "summary.json"):
         assert (run / name).is_file(), name
     assert list(run.glob("events.out.tfevents.*"))
     assert "_provenance" in (run / "config.yaml").read_text()
@@ -38,10 +43,39 @@ def test_run_directory_holds_every_listed_file(run):
     ckpt = rundir.latest_checkpoint(run)
     assert {p.name for p in ckpt.iterdir()} == {"adapter-arguer.safetensors", "adapter-chooser.safetensors",
                                               "optimizer.safetensors", "optimizer.json", "rng.safetensors",
-                                              "state.json"}
+                                              "state.json", "config.yaml", "spec.json"}
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {x["kind"] for x in lines} == {"train", "eval"} and all("samples" in x for x in lines)
     assert any("train/f_c" in x for x in lines) and any("test/auroc" in x for x in lines)
+
+
+def test_run_and_each_checkpoint_carry_the_resolved_config_and_the_spec(tiny_rows, tmp_path):
+    cfg = tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "transplant.site=k", "transplant.layers=[1,0]",
+                   "checkpoint.keep=5")
+    train(cfg)
+    run = tmp_path / "r"
+    assert json.loads((run / "spec.json").read_text()) == {"site": "k", "layers": [0, 1]}
+    assert TransplantSpec.from_dict(json.loads((run / "spec.json").read_text())) == transplant_spec(cfg)
+    ckpts = sorted((run / "checkpoints").glob("step-*"))
+    assert len(ckpts) == 2
+    for ckpt in ckpts:
+        assert (ckpt / "spec.json").read_text() == (run / "spec.json").read_text()
+        assert (ckpt / "config.yaml").read_text() == (run / "config.yaml").read_text()
+        values = yaml.safe_load((ckpt / "config.yaml").read_text())
+        assert "_provenance" in values and load_config(base={k: v for k, v in values.items() if k != "_provenance"}) == cfg
+
+
+def test_train_writes_the_summary_and_report_run_adds_baselines_and_curves(tiny_rows, tmp_path, capsys):
+    summary = train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r"))
+    run = tmp_path / "r"
+    assert json.loads((run / "summary.json").read_text()) == summary
+    assert "baselines" not in summary and "curves" not in summary["outputs"] and not (run / "curves.png").exists()
+    reported = report_run(summary)
+    assert json.loads((run / "summary.json").read_text()) == reported
+    assert reported["baselines"]["split"] == "test" and reported["outputs"]["curves"] == str(run / "curves.png")
+    assert list(reported)[-1] == "baselines" and list(reported["outputs"])[-1] == "curves"  # the key order of old
+    assert (run / "curves.png").is_file()
+    assert "test f_c at the checkpoint chosen on validation" in capsys.readouterr().out
 
 
 def test_summary_f_c_recomputes_from_the_chosen_predictions(run):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from cot_transplant.commands import positive_int
-
-import argparse
 from pathlib import Path
 
-
+from cot_transplant.commands import positive_int
 
 
 def register(sub) -> None:
