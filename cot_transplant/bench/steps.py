@@ -30,7 +30,7 @@ from cot_transplant.bench.flops import (BatchShape, ModelDims, StepFlops, attent
 from cot_transplant.train import fastpath
 from cot_transplant.train.adapters import roles
 from cot_transplant.train.batches import Batch, position_ids
-from cot_transplant.train.fastpath_plan import fast_shapes
+from cot_transplant.train.fastpath.plan import fast_shapes
 from cot_transplant.train.step import StepSettings, forward, loss_and_probs, train_forward_backward
 from cot_transplant.transplant import active_adapter
 from cot_transplant.transplant.arch import resolve_sites

@@ -21,7 +21,7 @@ from cot_transplant.train.distributed import Dist
 from cot_transplant.train.evaluate import evaluate
 from cot_transplant.train.metrics import choice_metrics, prefix
 from cot_transplant.train.setup import Session, setup
-from cot_transplant.train.step import train_forward_backward
+from cot_transplant.train.select import announce, forward_backward
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -78,6 +78,7 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
     t_start = time.time()
     dist = Dist()
     session = setup(cfg)
+    announce(session.model, session.settings)
     run = _open_run(cfg, config_path, resume, session, dist)
     model, train_cfg, train_ex = session.model, cfg.train, session.examples["train"]
     optimizer = make_optimizer(session)
@@ -116,8 +117,8 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
                 mine = by_length(mine, train_ex)
             for i in range(0, len(mine), train_cfg.batch_size):
                 rows = [train_ex[j] for j in mine[i: i + train_cfg.batch_size]]
-                for batch, (loss, p1, p2) in _sub_batch(model, rows, session, cursor, accum):
-                    _extend(accum, batch, loss, p1, p2)
+                for batch, out in _sub_batch(model, rows, session, cursor):
+                    _extend(accum, batch, out)
             progress.update(len(step_rows))
             dist.sum_grads(params)
             _optimizer_step(optimizer, cursor, cfg, dist.all_finite(all(map(math.isfinite, accum["loss"][n_before:]))))
@@ -194,12 +195,14 @@ def _next_rows(cursor: dict, n_train: int, seed: int, count: int) -> list[int]:
     return rows
 
 
-def _extend(accum: dict, batch, loss, p1, p2) -> None:
-    accum["loss"] += loss.tolist()
-    accum["p1"] += p1.tolist()
-    accum["p2"] += p2.tolist()
+def _extend(accum: dict, batch, out) -> None:
+    accum["loss"] += out.loss.tolist()
+    accum["p1"] += out.p1.tolist()
+    accum["p2"] += out.p2.tolist()
     accum["label"] += batch.labels.tolist()
     accum["choice"] += batch.argument_choice.tolist()
+    if out.arguer_loss is not None:
+        accum.setdefault("arguer_loss", []).extend(out.arguer_loss.tolist())
 
 
 def _optimizer_step(optimizer, cursor: dict, cfg: Config, finite: bool) -> None:
@@ -222,17 +225,16 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _sub_batch(model, rows: list, session: Session, cursor: dict, accum: dict | None = None):
+def _sub_batch(model, rows: list, session: Session, cursor: dict):
     """Forward/backward one sub-batch; on out-of-memory retry it split in half (train.oom_split) or count it.
 
-    Yields (batch, (loss, P1, P2)) for each piece that ran; rows of a piece that could not run are
+    Yields (batch, `SubBatchResult`) for each piece that ran; rows of a piece that could not run are
     counted in cursor["oom"] and reported, never silently dropped.
     """
     cfg = session.cfg
     batch = _to(collate(rows, session.tokenizer.pad_token_id, cfg.transplant.fraction), session.device)
     try:
-        yield batch, train_forward_backward(model, batch, session.settings, scale=1.0 / cfg.train.accumulate_to,
-                                            extra=accum)  # adversarial: appends accum["arguer_loss"]
+        yield batch, forward_backward(model, batch, session.settings, scale=1.0 / cfg.train.accumulate_to)
         return
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not _is_oom(exc):
@@ -241,8 +243,8 @@ def _sub_batch(model, rows: list, session: Session, cursor: dict, accum: dict | 
         torch.cuda.empty_cache()
     if cfg.train.oom_split and len(rows) > 1:
         half = len(rows) // 2
-        yield from _sub_batch(model, rows[:half], session, cursor, accum)
-        yield from _sub_batch(model, rows[half:], session, cursor, accum)
+        yield from _sub_batch(model, rows[:half], session, cursor)
+        yield from _sub_batch(model, rows[half:], session, cursor)
         return
     cursor["oom"] += len(rows)
     print(f"cot-transplant: warning: out of memory on a sub-batch of {len(rows)} rows (rows "

@@ -186,7 +186,8 @@ def setup(cfg: Config, control: str | None = None) -> Session:
     model.train()
     spec = TransplantSpec(site=cfg.transplant.site,
                           layers=tuple(cfg.transplant.layers) if cfg.transplant.layers is not None else None)
-    settings = StepSettings(cfg.variant, choice_ids, spec, cfg.loss.choice_only, cfg.train.fast_path)
+    settings = StepSettings(cfg.variant, choice_ids, spec, cfg.loss.choice_only, cfg.train.fast_path,
+                            cfg.train.fast_path_block, cfg.train.fast_path_gap)
     return Session(cfg, model, tokenizer, records, splits, examples, skipped, settings, device, residual)
 
 
