@@ -144,3 +144,19 @@ def test_joint_fits_eight_rows(tiny_rows, monkeypatch, path):
         if loss.mean() < 0.05:
             break
     assert loss.mean() < 0.05, f"train loss {loss.mean():.3f} after {step + 1} steps"
+
+
+@pytest.mark.parametrize("variant", ["joint", "adversarial"])
+def test_train_step_returns_the_figures_of_every_row_and_the_optimizer_s_lr(tiny_rows, variant):
+    """One optimizer step through the loop's `train_step` (the step `select.py` picks: fast for joint)."""
+    from cot_transplant.train.distributed import Dist
+    from cot_transplant.train.loop import train_step
+
+    session = setup(tiny_cfg(f"variant={variant}"))
+    opt = make_optimizer(session)
+    before = snapshot(session.model)
+    out = train_step(session, opt, [0, 1, 2, 3], 5e-3, Dist())
+    assert out["finite"] and out["oom_rows"] == 0 and out["lr"] == opt.param_groups[0]["lr"] == 5e-3
+    assert len(out["loss"]) == len(out["p1"]) == len(out["label"]) == 4
+    assert len(out["arguer_loss"]) == (4 if variant == "adversarial" else 0)
+    assert changed(before, session.model, lambda n: ".chooser." in n)
