@@ -112,6 +112,10 @@ class TrainConfig:
     max_nonfinite: int = 5  # consecutive non-finite losses that stop the run
     oom_split: bool = False  # on out-of-memory, retry the sub-batch split in half (else count and skip)
     fast_path: str | bool = "auto"  # auto: the exact fast path where it applies (docs/fastpath.md) | off: reference
+    # Fast path attention in blocks of this many queries over only the keys they see: less work on long rows;
+    # 0 runs one call of the model's own attention over the whole pattern (every pair, more memory).
+    fast_path_block: int = 64
+    fast_path_gap: int = 16  # unseen keys between two seen ranges up to which a block reads them as one range
     bucket_by_length: bool = True  # sub-batches of similar length within each optimizer step: less padding, same sum
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -186,6 +190,8 @@ def validate(cfg: Config) -> None:
         (cfg.transplant.donors in DONORS, "transplant.donors", f"must be one of {', '.join(DONORS)}"),
         (cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
         (cfg.train.fast_path in ("auto", "off"), "train.fast_path", "must be 'auto' or 'off'"),
+        (cfg.train.fast_path_block >= 0 and cfg.train.fast_path_gap >= 0, "train.fast_path_block",
+         "fast_path_block and fast_path_gap must be >= 0"),
         (cfg.train.accumulate_to >= cfg.train.batch_size and cfg.train.accumulate_to % cfg.train.batch_size == 0,
          "train.accumulate_to", "must be a multiple of train.batch_size"),
         (cfg.eval.every >= 1, "eval.every", "must be >= 1"),

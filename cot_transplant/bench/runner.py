@@ -274,7 +274,7 @@ def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...],
     for path in paths:
         entry = {"description": path.description}
         for kind, batches in (("train", source.train_batches), ("eval", source.eval_batches)):
-            flops = sum((path.flops(shape_of(bt), dims, kind == "train") for bt in batches), StepFlops(0, 0))
+            flops = sum((path.flops(shape_of(bt, settings), dims, kind == "train") for bt in batches), StepFlops(0, 0))
             ts = times[(kind, path.name)]
             t = statistics.median(ts)
             entry[kind] = {

@@ -30,7 +30,7 @@ from cot_transplant.bench.flops import (BatchShape, ModelDims, StepFlops, attent
 from cot_transplant.train import fastpath
 from cot_transplant.train.adapters import role_model, roles
 from cot_transplant.train.batches import Batch, position_ids
-from cot_transplant.train.fastpath_plan import fast_shapes
+from cot_transplant.train.fastpath.plan import fast_shapes
 from cot_transplant.train.step import StepSettings, forward, loss_and_probs, train_forward_backward
 from cot_transplant.transplant import active_adapter
 from cot_transplant.transplant.arch import resolve_sites
@@ -47,8 +47,9 @@ class StepPath:
     flops: Callable[[BatchShape, ModelDims, bool], StepFlops]  # (shape, dims, train) -> FLOPs
 
 
-def shape_of(batch: Batch) -> BatchShape:
-    packed, kept, extra, arguer_pairs, chooser_pairs = fast_shapes(batch, fastpath.CHUNK, fastpath.GAP)
+def shape_of(batch: Batch, s: StepSettings) -> BatchShape:
+    """The batch's shapes, the fast path's under the block sizes of `s` (train.fast_path_block/_gap)."""
+    packed, kept, extra, arguer_pairs, chooser_pairs = fast_shapes(batch, s.fast_block, s.fast_gap)
     return BatchShape(rows=batch.chooser_ids.shape[0], arguer_len=batch.arguer_ids.shape[1],
                       chooser_len=batch.chooser_ids.shape[1], packed_arguer_len=packed, kept_chooser_len=kept,
                       extra_keys=extra, arguer_pairs=arguer_pairs, chooser_pairs=chooser_pairs)

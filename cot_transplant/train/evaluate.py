@@ -12,7 +12,7 @@ from cot_transplant.train import rundir
 from cot_transplant.train.batches import by_length, collate, cut_span
 from cot_transplant.train.metrics import eval_metrics, prefix
 from cot_transplant.train.setup import Session
-from cot_transplant.train.step import forward
+from cot_transplant.train.select import forward
 
 
 def predict(session: Session, split: str, fraction: float | None = None, dist=None,

@@ -1,4 +1,5 @@
-"""The training loop, written out: sub-batches -> accumulate -> optimizer step -> log / eval / checkpoint."""
+"""The training loop, written out: `train_step` (sub-batches -> summed gradients -> optimizer step), then
+log / eval / checkpoint at their intervals."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 import resource
 import signal
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,60 @@ from cot_transplant.train.checkpoint import load_checkpoint, save_checkpoint
 from cot_transplant.train.distributed import Dist
 from cot_transplant.train.evaluate import evaluate
 from cot_transplant.train.metrics import choice_metrics, prefix
+from cot_transplant.train.select import SubBatchResult, announce, forward_backward
 from cot_transplant.train.setup import Session, setup
-from cot_transplant.train.step import train_forward_backward
+
+
+@dataclass
+class Cursor:
+    """Where a run stands; checkpoints save it (state.json "cursor"), so a resumed run continues exactly."""
+
+    epoch: int = 0
+    index: int = 0  # next position in the epoch's order
+    samples: int = 0  # train rows stepped over
+    step: int = 0  # optimizer steps, skipped ones included
+    since_eval: int = 0  # samples since the last evaluation
+    nonfinite_total: int = 0  # steps skipped for a non-finite loss
+    nonfinite_run: int = 0  # ... in a row, up to now
+    oom: int = 0  # rows skipped for out-of-memory
+
+    def advance(self, rows: int, step: dict) -> None:
+        """Count one optimizer step over `rows` rows, for which `train_step` returned `step`."""
+        self.samples += rows
+        self.since_eval += rows
+        self.oom += step["oom_rows"]
+        if step["finite"]:
+            self.nonfinite_run = 0
+        else:
+            self.nonfinite_total += 1
+            self.nonfinite_run += 1
+        self.step += 1
+
+
+@dataclass
+class Figures:
+    """This process's per-row train figures since the last train log line; checkpoints save them ("accum")."""
+
+    loss: list[float] = field(default_factory=list)
+    p1: list[float] = field(default_factory=list)
+    p2: list[float] = field(default_factory=list)
+    label: list[int] = field(default_factory=list)
+    choice: list[int] = field(default_factory=list)
+    arguer_loss: list[float] = field(default_factory=list)  # adversarial only
+
+    def add(self, batch, out: SubBatchResult) -> None:
+        self.loss += out.loss.tolist()
+        self.p1 += out.p1.tolist()
+        self.p2 += out.p2.tolist()
+        self.label += batch.labels.tolist()
+        self.choice += batch.argument_choice.tolist()
+        if out.arguer_loss is not None:
+            self.arguer_loss += out.arguer_loss.tolist()
+
+    def extend(self, other: dict) -> None:
+        """Append the lists of `other` (a `train_step` result or another `Figures` as a dict)."""
+        for name in asdict(self):
+            getattr(self, name).extend(other[name])
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -46,12 +100,115 @@ def total_samples(cfg: Config, n_train: int) -> int:
     return max(1, math.ceil(cfg.train.epochs * n_train))
 
 
+def train_step(session: Session, optimizer: torch.optim.Optimizer, rows: list[int], lr: float, dist: Dist) -> dict:
+    """One optimizer step over the train examples at `rows`: this process's share, in length buckets, sub-batch
+    by sub-batch into gradients summed over sub-batches and processes, then AdamW at `lr`, skipped where any
+    loss is non-finite.
+
+    Returns this process's per-row figures (the fields of `Figures`: "loss", "p1", "p2", "label", "choice",
+    "arguer_loss"), "finite" (False: skipped), "oom_rows" (rows skipped for memory) and "lr" (the optimizer's).
+    """
+    cfg, examples = session.cfg, session.examples["train"]
+    optimizer.zero_grad(set_to_none=True)
+    mine = dist.shard(rows)
+    if cfg.train.bucket_by_length:  # the step's summed gradient does not depend on the order
+        mine = by_length(mine, examples)
+    figures, oom_rows = Figures(), 0
+    for i in range(0, len(mine), cfg.train.batch_size):
+        ran, skipped = _sub_batch(session, [examples[j] for j in mine[i: i + cfg.train.batch_size]])
+        for batch, out in ran:
+            figures.add(batch, out)
+        oom_rows += skipped
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    dist.sum_grads(params)
+    finite = dist.all_finite(all(map(math.isfinite, figures.loss)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if finite:
+        if cfg.train.optim.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.optim.max_grad_norm)
+        optimizer.step()
+    return {**asdict(figures), "finite": finite, "oom_rows": oom_rows, "lr": optimizer.param_groups[0]["lr"]}
+
+
+def train(cfg: Config, config_path: str | None = None, resume: Path | None = None) -> dict:
+    """Run (or resume) one training run; returns the end-of-run summary (empty on non-main processes)."""
+    from cot_transplant.train.summary import finish_run
+
+    clock, dist, session = _Clock(time.time()), Dist(), setup(cfg)
+    announce(session.model, session.settings)
+    run = _open_run(cfg, config_path, resume, session, dist)
+    optimizer = make_optimizer(session)
+    cursor, figures = _start_state(run, resume, session.model, optimizer, dist)
+    log = rundir.MetricsLog(run, cfg.run.tensorboard) if dist.main else None
+    n_train = len(session.examples["train"])
+    target = total_samples(cfg, n_train)
+    progress = _progress(cfg, target, cursor.samples, cfg.variant, dist.main)
+
+    def checkpoint() -> None:
+        if dist.main:
+            save_checkpoint(run, cursor.step, session.model, sorted(set(trainable(cfg.variant))), optimizer,
+                            {"cursor": asdict(cursor), "accum": asdict(figures), "metrics_lines": log.lines()})
+            rundir.prune_checkpoints(run, cfg.checkpoint.keep)
+        dist.barrier()
+
+    if resume is None and cfg.eval.at_start:
+        _evaluate_splits(session, cursor.samples, run, log, dist)
+    clock.mark(cursor.samples)
+    with _Stop() as stop:
+        while cursor.samples < target and not stop.requested:
+            rows = _next_rows(cursor, n_train, cfg.seed, min(cfg.train.accumulate_to, target - cursor.samples))
+            step = train_step(session, optimizer, rows, lr_at(cursor.step, cfg), dist)
+            progress.update(len(rows))
+            cursor.advance(len(rows), step)
+            figures.extend(step)
+            if cursor.step % cfg.train.log_every == 0:
+                record = _train_record(Figures(**dist.gather_lists(asdict(figures))), cursor, step["lr"], clock)
+                if dist.main:
+                    log.write(record)
+                figures = Figures()
+            if cursor.since_eval >= cfg.eval.every or cursor.samples >= target:
+                cursor.since_eval = 0
+                progress.clear()
+                _evaluate_splits(session, cursor.samples, run, log, dist)
+            if cursor.step % cfg.checkpoint.every == 0 or cursor.samples >= target:
+                checkpoint()
+            if cursor.nonfinite_run >= cfg.train.max_nonfinite:
+                checkpoint()
+                _stop_nonfinite(run, cursor, log)
+        if stop.requested:
+            checkpoint()
+    progress.close()
+    if not dist.main:
+        return {}
+    log.close()
+    return finish_run(run, cfg, time.time() - clock.start, interrupted=stop.requested, counters=asdict(cursor))
+
+
+def _evaluate_splits(session: Session, samples: int, run: Path, log, dist: Dist) -> None:
+    for split in session.cfg.eval.splits:
+        if session.examples.get(split):
+            record = evaluate(session, split, samples, run if dist.main else None, dist)
+            if dist.main:
+                log.write(record)
+
+
+def _stop_nonfinite(run: Path, cursor: Cursor, log) -> None:
+    if log is not None:
+        log.close()
+    raise UserError(f"{run}: {cursor.nonfinite_run} optimizer steps in a row had a non-finite loss; "
+                    "stopped with a checkpoint. Lower train.optim.lr or check the data")
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Stop:
-    """Ctrl-C sets a flag; the loop checkpoints and stops at the next sub-batch boundary."""
+    """Ctrl-C sets a flag; the loop finishes its current optimizer step, checkpoints and stops.
+
+    A second Ctrl-C interrupts at once.
+    """
 
     def __init__(self):
         self.requested = False
@@ -71,85 +228,23 @@ class _Stop:
         return False
 
 
-def train(cfg: Config, config_path: str | None = None, resume: Path | None = None) -> dict:
-    """Run (or resume) one training run; returns the end-of-run summary (empty on non-main processes)."""
-    from cot_transplant.train.summary import finish_run
+@dataclass
+class _Clock:
+    """Wall time since the run started, and samples per second between train log lines."""
 
-    t_start = time.time()
-    dist = Dist()
-    session = setup(cfg)
-    run = _open_run(cfg, config_path, resume, session, dist)
-    model, train_cfg, train_ex = session.model, cfg.train, session.examples["train"]
-    optimizer = make_optimizer(session)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    names = sorted(set(trainable(cfg.variant)))
-    target = total_samples(cfg, len(train_ex))
-    cursor, accum = _start_state(run, resume, model, optimizer, dist)
-    log = rundir.MetricsLog(run, cfg.run.tensorboard) if dist.main else None
-    progress = _progress(cfg, target, cursor["samples"], cfg.variant, dist.main)
+    start: float
+    samples: int = 0  # at the last mark
+    last: float = 0.0  # time of the last mark
 
-    def do_eval() -> None:
-        for split in cfg.eval.splits:
-            if session.examples.get(split):
-                record = evaluate(session, split, cursor["samples"], run if dist.main else None, dist)
-                if dist.main:
-                    log.write(record)
+    def mark(self, samples: int) -> None:
+        self.samples, self.last = samples, time.time()
 
-    def checkpoint() -> None:
-        if dist.main:
-            save_checkpoint(run, cursor["step"], model, names, optimizer,
-                            {"cursor": cursor, "accum": accum, "metrics_lines": log.lines()})
-            rundir.prune_checkpoints(run, cfg.checkpoint.keep)
-        dist.barrier()
-
-    if resume is None and cfg.eval.at_start:
-        do_eval()
-    t_log, samples_log = time.time(), cursor["samples"]
-    with _Stop() as stop:
-        while cursor["samples"] < target and not stop.requested:
-            # One optimizer step over `accumulate_to` rows (or the run's rest), shared out across processes.
-            step_rows = _next_rows(cursor, len(train_ex), cfg.seed, min(train_cfg.accumulate_to, target - cursor["samples"]))
-            optimizer.zero_grad(set_to_none=True)
-            n_before = len(accum["loss"])
-            mine = dist.shard(step_rows)
-            if train_cfg.bucket_by_length:  # the step's summed gradient does not depend on the order
-                mine = by_length(mine, train_ex)
-            for i in range(0, len(mine), train_cfg.batch_size):
-                rows = [train_ex[j] for j in mine[i: i + train_cfg.batch_size]]
-                for batch, (loss, p1, p2) in _sub_batch(model, rows, session, cursor, accum):
-                    _extend(accum, batch, loss, p1, p2)
-            progress.update(len(step_rows))
-            dist.sum_grads(params)
-            _optimizer_step(optimizer, cursor, cfg, dist.all_finite(all(map(math.isfinite, accum["loss"][n_before:]))))
-            cursor["samples"] += len(step_rows)
-            cursor["since_eval"] += len(step_rows)
-            if cursor["step"] % train_cfg.log_every == 0:
-                now = time.time()
-                record = _train_record(dist.gather_lists(accum), cursor, lr_at(cursor["step"] - 1, cfg),
-                                       (cursor["samples"] - samples_log) / max(now - t_log, 1e-9), now - t_start)
-                if dist.main:
-                    log.write(record)
-                accum = {k: [] for k in accum}
-                t_log, samples_log = now, cursor["samples"]
-            if cursor["since_eval"] >= cfg.eval.every or cursor["samples"] >= target:
-                cursor["since_eval"] = 0
-                progress.clear()
-                do_eval()
-            if cursor["step"] % cfg.checkpoint.every == 0 or cursor["samples"] >= target:
-                checkpoint()
-            if cursor["nonfinite_run"] >= train_cfg.max_nonfinite:
-                checkpoint()
-                if log is not None:
-                    log.close()
-                raise UserError(f"{run}: {cursor['nonfinite_run']} optimizer steps in a row had a non-finite loss; "
-                                "stopped with a checkpoint. Lower train.optim.lr or check the data")
-        if stop.requested:
-            checkpoint()
-    progress.close()
-    if not dist.main:
-        return {}
-    log.close()
-    return finish_run(run, cfg, time.time() - t_start, interrupted=stop.requested, counters=cursor)
+    def rates(self, samples: int) -> tuple[float, float]:
+        """(samples per second since the last mark, seconds since the start); marks now."""
+        now = time.time()
+        per_s = (samples - self.samples) / max(now - self.last, 1e-9)
+        self.samples, self.last = samples, now
+        return per_s, now - self.start
 
 
 def _open_run(cfg: Config, config_path: str | None, resume: Path | None, session: Session, dist: Dist) -> Path:
@@ -164,13 +259,10 @@ def _open_run(cfg: Config, config_path: str | None, resume: Path | None, session
     return Path(dist.broadcast(str(run) if run else None))
 
 
-def _start_state(run: Path, resume: Path | None, model, optimizer, dist: Dist) -> tuple[dict, dict]:
-    """(cursor, accumulated train figures): fresh, or restored from the latest checkpoint."""
-    cursor = {"epoch": 0, "index": 0, "samples": 0, "step": 0, "since_eval": 0, "nonfinite_total": 0,
-              "nonfinite_run": 0, "oom": 0}
-    accum = {"loss": [], "p1": [], "p2": [], "label": [], "choice": []}
+def _start_state(run: Path, resume: Path | None, model, optimizer, dist: Dist) -> tuple[Cursor, Figures]:
+    """(cursor, train figures since the last log line): fresh, or restored from the latest checkpoint."""
     if resume is None:
-        return cursor, accum
+        return Cursor(), Figures()
     ckpt = rundir.latest_checkpoint(run)
     if ckpt is None:
         raise UserError(f"{run}: has no checkpoint to resume from; start it again with `cot-transplant train`")
@@ -178,62 +270,37 @@ def _start_state(run: Path, resume: Path | None, model, optimizer, dist: Dist) -
     if dist.main:
         rundir.truncate_lines(run / "metrics.jsonl", state["metrics_lines"])
     dist.barrier()
-    return state["cursor"], state["accum"]
+    return Cursor(**state["cursor"]), Figures(**state["accum"])
 
 
-def _next_rows(cursor: dict, n_train: int, seed: int, count: int) -> list[int]:
+def _next_rows(cursor: Cursor, n_train: int, seed: int, count: int) -> list[int]:
     """The next `count` train example indices in epoch order, advancing the cursor (and the epoch)."""
     rows: list[int] = []
     while len(rows) < count:
-        if cursor["index"] >= n_train:
-            cursor["epoch"], cursor["index"] = cursor["epoch"] + 1, 0
-        order = epoch_order(n_train, seed, cursor["epoch"])
-        take = min(count - len(rows), n_train - cursor["index"])
-        rows += order[cursor["index"]: cursor["index"] + take]
-        cursor["index"] += take
+        if cursor.index >= n_train:
+            cursor.epoch, cursor.index = cursor.epoch + 1, 0
+        order = epoch_order(n_train, seed, cursor.epoch)
+        take = min(count - len(rows), n_train - cursor.index)
+        rows += order[cursor.index: cursor.index + take]
+        cursor.index += take
     return rows
-
-
-def _extend(accum: dict, batch, loss, p1, p2) -> None:
-    accum["loss"] += loss.tolist()
-    accum["p1"] += p1.tolist()
-    accum["p2"] += p2.tolist()
-    accum["label"] += batch.labels.tolist()
-    accum["choice"] += batch.argument_choice.tolist()
-
-
-def _optimizer_step(optimizer, cursor: dict, cfg: Config, finite: bool) -> None:
-    """Step (or skip and count a non-finite loss), then advance the step counter."""
-    if finite:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(cursor["step"], cfg)
-        if cfg.train.optim.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                           cfg.train.optim.max_grad_norm)
-        optimizer.step()
-        cursor["nonfinite_run"] = 0
-    else:
-        cursor["nonfinite_total"] += 1
-        cursor["nonfinite_run"] += 1
-    cursor["step"] += 1
 
 
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _sub_batch(model, rows: list, session: Session, cursor: dict, accum: dict | None = None):
-    """Forward/backward one sub-batch; on out-of-memory retry it split in half (train.oom_split) or count it.
+def _sub_batch(session: Session, rows: list) -> tuple[list[tuple], int]:
+    """Forward/backward one sub-batch; on out-of-memory retry it split in half (train.oom_split) or skip it.
 
-    Yields (batch, (loss, P1, P2)) for each piece that ran; rows of a piece that could not run are
-    counted in cursor["oom"] and reported, never silently dropped.
+    Returns ([(batch, `SubBatchResult`)] for each piece that ran, rows skipped): the rows of a piece that
+    could not run are counted and reported, never silently dropped.
     """
     cfg = session.cfg
     batch = _to(collate(rows, session.tokenizer.pad_token_id, cfg.transplant.fraction), session.device)
     try:
-        yield batch, train_forward_backward(model, batch, session.settings, scale=1.0 / cfg.train.accumulate_to,
-                                            extra=accum)  # adversarial: appends accum["arguer_loss"]
-        return
+        return [(batch, forward_backward(session.model, batch, session.settings,
+                                         scale=1.0 / cfg.train.accumulate_to))], 0
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not _is_oom(exc):
             raise
@@ -241,25 +308,25 @@ def _sub_batch(model, rows: list, session: Session, cursor: dict, accum: dict | 
         torch.cuda.empty_cache()
     if cfg.train.oom_split and len(rows) > 1:
         half = len(rows) // 2
-        yield from _sub_batch(model, rows[:half], session, cursor, accum)
-        yield from _sub_batch(model, rows[half:], session, cursor, accum)
-        return
-    cursor["oom"] += len(rows)
+        (first, lost_first), (second, lost_second) = _sub_batch(session, rows[:half]), _sub_batch(session, rows[half:])
+        return first + second, lost_first + lost_second
     print(f"cot-transplant: warning: out of memory on a sub-batch of {len(rows)} rows (rows "
-          f"{[r.row_id for r in rows]}); skipped and counted ({cursor['oom']} rows so far). "
+          f"{[r.row_id for r in rows]}); skipped and counted in train/oom_rows. "
           "Set train.oom_split=true or lower train.batch_size", flush=True)
+    return [], len(rows)
 
 
-def _train_record(accum: dict, cursor: dict, lr: float, per_s: float, wall: float) -> dict:
-    finite = [x for x in accum["loss"] if math.isfinite(x)]
-    metrics = choice_metrics(accum["p1"], accum["p2"], accum["label"], accum["choice"]) if accum["p1"] else {}
-    arguer = [x for x in accum.get("arguer_loss", []) if math.isfinite(x)]  # adversarial only: the arguer's loss
-    if accum.get("arguer_loss"):
+def _train_record(figures: Figures, cursor: Cursor, lr: float, clock: _Clock) -> dict:
+    finite = [x for x in figures.loss if math.isfinite(x)]
+    metrics = choice_metrics(figures.p1, figures.p2, figures.label, figures.choice) if figures.p1 else {}
+    if figures.arguer_loss:  # adversarial only: the arguer's loss
+        arguer = [x for x in figures.arguer_loss if math.isfinite(x)]
         metrics["arguer_loss"] = float(np.mean(arguer)) if arguer else None
-    return {"kind": "train", "samples": cursor["samples"], "step": cursor["step"],
+    per_s, wall = clock.rates(cursor.samples)
+    return {"kind": "train", "samples": cursor.samples, "step": cursor.step,
             "train/loss": float(np.mean(finite)) if finite else None,
-            **prefix(metrics, "train"), "train/lr": lr, "train/nonfinite": cursor["nonfinite_total"],
-            "train/oom_rows": cursor["oom"],
+            **prefix(metrics, "train"), "train/lr": lr, "train/nonfinite": cursor.nonfinite_total,
+            "train/oom_rows": cursor.oom,
             "samples_per_s": per_s, "wall_s": wall, "rss_mb": _rss_mb(), "time": time.time()}
 
 

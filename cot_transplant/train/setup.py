@@ -190,7 +190,8 @@ def setup_model(cfg: Config) -> ModelSetup:
         model = ModelPair(attach_adapters(arguer_base, cfg.lora, cfg.variant, cfg.seed, names=("arguer",)),
                           attach_adapters(base, cfg.lora, cfg.variant, cfg.seed + 1, names=("chooser",))).to(device)
     model.train()
-    settings = StepSettings(cfg.variant, choice_ids, transplant_spec(cfg), cfg.loss.choice_only, cfg.train.fast_path)
+    settings = StepSettings(cfg.variant, choice_ids, transplant_spec(cfg), cfg.loss.choice_only, cfg.train.fast_path,
+                            cfg.train.fast_path_block, cfg.train.fast_path_gap)
     return ModelSetup(model, bases, tokenizer, template, settings, limit, device)
 
 

@@ -6,7 +6,8 @@ inject hooks alive, gradients of the loss w.r.t. the chooser's parameters and th
 captured K/V; (2) with the arguer active and its capture hooks alive, backward from
 the captured K/V. Without checkpointing it gives the same gradients as one backward.
 `model` is one peft model with both adapters, or a `ModelPair` of two bases (one
-adapter each); `role_model` picks the model that plays each role.
+adapter each); `role_model` picks the model that plays each role. Which step trains a
+sub-batch (this one, the fast path or the adversarial step) is `select.py`'s choice.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class StepSettings:
     choice_ids: tuple[int, int]  # token ids of "1" and "2"
     spec: TransplantSpec
     choice_only: bool = False  # loss over the two choice logits instead of the full vocabulary
-    fast_path: str = "off"  # auto: `fastpath.py` where it is exact (config train.fast_path); off: this file's step
+    fast_path: str = "off"  # auto: `select.py` runs the fast path where it is exact (train.fast_path); off: this step
+    fast_block: int = 64  # fast path: queries per attention block (train.fast_path_block); 0: one call
+    fast_gap: int = 16  # fast path: unseen keys up to which a block's key ranges merge (train.fast_path_gap)
 
     @property
     def transplants(self) -> bool:
@@ -97,37 +100,21 @@ def loss_and_probs(logits: torch.Tensor, labels: torch.Tensor, s: StepSettings):
 
 def forward(model, batch: Batch, s: StepSettings):
     """Loss per row, P1, P2, and the capture (None for text-only). No backward."""
-    if s.fast_path != "off":
-        from cot_transplant.train import fastpath  # it imports this module
-
-        if fastpath.applies(model, s, batch):
-            return fastpath.forward(model, batch, s)
     cap = _arguer_pass(model, batch, s) if s.transplants else None
     logits = chooser_logits(model, batch, s, cap.kv if cap is not None else None)
     loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
     return loss, p1, p2, cap
 
 
-def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float, extra: dict | None = None):
+def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float):
     """One sub-batch: forward, then the two-phase backward of `scale * sum(loss)` into .grad.
 
     Returns (per-row loss, P1, P2) detached; a non-finite loss leaves .grad untouched.
-    The `adversarial` variant runs `adversarial.adversarial_forward_backward` instead and
-    appends its per-row arguer loss to the list `extra["arguer_loss"]` when `extra` is given.
-    With `s.fast_path` auto, `fastpath.train_forward_backward` runs instead where it is exact.
+    Raises ValueError for the adversarial variant, whose objective is `adversarial.py`'s.
     """
-    if s.fast_path != "off":
-        from cot_transplant.train import fastpath  # it imports this module
-
-        if fastpath.applies(model, s, batch):
-            return fastpath.train_forward_backward(model, batch, s, scale, extra)
     if s.variant == "adversarial":
-        from cot_transplant.train.adversarial import adversarial_forward_backward  # it imports this module
-
-        loss, p1, p2, arguer_loss = adversarial_forward_backward(model, batch, s, scale)
-        if extra is not None:
-            extra.setdefault("arguer_loss", []).extend(arguer_loss.tolist())
-        return loss, p1, p2
+        raise ValueError("the adversarial variant trains with adversarial.adversarial_forward_backward "
+                         "(select.forward_backward picks it)")
     arguer_name, chooser_name = roles(s.variant)
     arguer_model, model = role_model(model, arguer_name), role_model(model, chooser_name)
     cap = _arguer_pass(arguer_model, batch, s) if s.transplants else None

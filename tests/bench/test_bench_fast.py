@@ -22,7 +22,7 @@ def test_fast_plan_does_less_and_matches_torch_forward_count(harness_and_batch):
     from torch.utils.flop_counter import FlopCounterMode
 
     h, batch = harness_and_batch
-    shape = shape_of(batch)
+    shape = shape_of(batch, h.settings)
     assert shape.packed_arguer_len < 2 * shape.arguer_len and shape.kept_chooser_len < shape.chooser_len
     dims = ModelDims.from_config(h.model.get_base_model().config, h.cfg.lora.r, h.cfg.lora.target_modules)
     assert PATHS["fast"].flops(shape, dims, True).total < PATHS["reference"].flops(shape, dims, True).total

@@ -12,7 +12,8 @@ from cot_transplant.train.adversarial import candidate_of_tokens, towards_losses
 from cot_transplant.train.batches import collate
 from cot_transplant.train.loop import train
 from cot_transplant.train.setup import setup
-from cot_transplant.train.step import _arguer_pass, chooser_logits, train_forward_backward
+from cot_transplant.train.select import forward_backward
+from cot_transplant.train.step import _arguer_pass, chooser_logits
 from cot_transplant.transplant import SpanStates
 from train_helpers import tiny_cfg
 
@@ -39,7 +40,7 @@ def batch_of(session, rows):
 
 def grads(session, batch, settings=None, **kw):
     session.model.zero_grad(set_to_none=True)
-    train_forward_backward(session.model, batch, settings or session.settings, scale=1.0, **kw)
+    forward_backward(session.model, batch, settings or session.settings, scale=1.0, **kw)
     return {n: p.grad.clone() for n, p in session.model.named_parameters() if p.grad is not None}
 
 
@@ -188,14 +189,13 @@ def test_gradient_checkpointing_gives_the_same_adversarial_gradients(tiny_rows):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
-def test_extra_collects_the_arguer_loss_per_row(session):
+def test_the_step_returns_the_arguer_loss_per_row(session):
     batch = batch_of(session, slice(0, 2))
-    extra = {}
-    train_forward_backward(session.model, batch, session.settings, scale=1.0, extra=extra)
+    out = forward_backward(session.model, batch, session.settings, scale=1.0)
     with torch.no_grad():
         kv = _arguer_pass(session.model, batch, session.settings).kv
         expected = towards_with(session, batch, kv).mean(1)
-    assert extra["arguer_loss"] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert out.arguer_loss.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
 
 
 def test_an_adversarial_run_logs_both_players_losses(tiny_rows, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from cot_transplant.data.plant import shown_candidates
 from cot_transplant.prompts.templates import get_template
 from cot_transplant.train.batches import build_example, collate
-from cot_transplant.train.fastpath_plan import pack_arguer
+from cot_transplant.train.fastpath.plan import pack_arguer
 from train_helpers import make_records
 
 

@@ -1,14 +1,15 @@
-"""The fast path equals the reference step: probabilities, loss and every LoRA gradient of both adapters."""
+"""The fast path equals the reference step: loss, log P1 - log P2, every LoRA gradient of both adapters."""
 
 import dataclasses
 
 import pytest
 import torch
 
-from cot_transplant.train import fastpath, step
+from cot_transplant.config import VARIANTS
+from cot_transplant.train import fastpath, select, step
 from cot_transplant.train.adapters import adapter_params, trainable
 from cot_transplant.train.batches import collate
-from cot_transplant.train.fastpath_plan import attention_chunks, pack_arguer, plan_chooser
+from cot_transplant.train.fastpath.plan import attention_chunks, pack_arguer, plan_chooser
 from cot_transplant.train.setup import setup
 from train_helpers import tiny_cfg
 
@@ -53,12 +54,26 @@ def _run(fn, session, batch, settings):
     return loss, p1, p2, grads
 
 
-def assert_fast_equals_reference(session, batch):
-    ref_settings = dataclasses.replace(session.settings, fast_path="off")
-    ref = _run(step.train_forward_backward, session, batch, ref_settings)
-    fast = _run(fastpath.train_forward_backward, session, batch, ref_settings)
-    for a, b, what in zip(ref[:3], fast[:3], ("loss", "P1", "P2")):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7, msg=what)
+def assert_same_forward(ref, fast, what=""):
+    """Loss, log P1, log P2 and log P1 - log P2 at a tight tolerance.
+
+    The tiny models' probabilities are ~2e-5, so a loose absolute tolerance on P1/P2 passes almost
+    anything; their logs are O(10) and log P1 - log P2 is O(1): a wrong key rotation shows there.
+    """
+    loss_r, p1_r, p2_r = ref[:3]
+    loss_f, p1_f, p2_f = fast[:3]
+    torch.testing.assert_close(loss_f, loss_r, rtol=1e-5, atol=1e-5, msg=f"{what} loss")
+    for a, b, name in ((p1_r, p1_f, "log P1"), (p2_r, p2_f, "log P2")):
+        torch.testing.assert_close(b.log(), a.log(), rtol=1e-5, atol=1e-5, msg=f"{what} {name}")
+    torch.testing.assert_close(p1_f.log() - p2_f.log(), p1_r.log() - p2_r.log(), rtol=1e-4, atol=1e-5,
+                               msg=f"{what} log P1 - log P2")
+
+
+def assert_fast_equals_reference(session, batch, settings=None):
+    settings = settings or session.settings
+    ref = _run(step.train_forward_backward, session, batch, settings)
+    fast = _run(fastpath.train_forward_backward, session, batch, settings)
+    assert_same_forward(ref, fast, "train")
     assert ref[3].keys() == fast[3].keys()
     names = list(ref[3])
     assert all(any(f".{a}." in n for n in names) for a in trainable(session.cfg.variant))
@@ -68,12 +83,37 @@ def assert_fast_equals_reference(session, batch):
                                    msg=n)
     # The eval forward too, without gradients.
     with torch.no_grad():
-        ref_fwd = step.forward(session.model, batch, ref_settings)
-        fast_fwd = fastpath.forward(session.model, batch, ref_settings)
-    for a, b in zip(ref_fwd[:3], fast_fwd[:3]):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+        ref_fwd = step.forward(session.model, batch, settings)
+        fast_fwd = fastpath.forward(session.model, batch, settings)
+    assert_same_forward(ref_fwd, fast_fwd, "eval")
     for k, t in ref_fwd[3].kv.tensors.items():
         torch.testing.assert_close(fast_fwd[3].kv.tensors[k], t, rtol=1e-4, atol=1e-6)
+
+
+def test_every_variant_is_proven_for_the_fast_path_or_takes_another_step():
+    assert set(select.FAST_VARIANTS) | {"text-only", "adversarial"} == set(VARIANTS)
+
+
+@pytest.mark.parametrize("variant", select.FAST_VARIANTS)
+def test_fast_path_equals_reference_for_every_variant(tiny_rows, variant):
+    session = _session(tiny_rows, f"variant={variant}")
+    assert select.choose(session.model, session.settings).path == select.FAST
+    assert_fast_equals_reference(session, _batch(session, 2))
+
+
+def test_forward_check_catches_a_one_position_rope_shift(tiny_rows, monkeypatch):
+    """A planted bug: every transplanted key rotated at the position one later than its own."""
+    session = _session(tiny_rows)
+    batch = _batch(session, 2)
+    with torch.no_grad():
+        ref = step.forward(session.model, batch, session.settings)
+        assert_same_forward(ref, fastpath.forward(session.model, batch, session.settings))
+        real_plan = fastpath.step.plan_chooser
+        monkeypatch.setattr(fastpath.step, "plan_chooser",
+                            lambda b: dataclasses.replace(real_plan(b), extra_cols=real_plan(b).extra_cols + 1))
+        shifted = fastpath.forward(session.model, batch, session.settings)
+    with pytest.raises(AssertionError, match="log P1"):
+        assert_same_forward(ref, shifted)
 
 
 @pytest.mark.parametrize("family", ["tiny-llama", "tiny-qwen2"])
@@ -100,10 +140,9 @@ def test_fast_path_equals_reference_in_other_settings(tiny_rows, overrides):
     (4, 0, ("model.gradient_checkpointing=true",)),  # recompute in backward goes through the blocks too
     (5, 3, ("model.name=tiny-qwen2",)),
 ])
-def test_fast_path_blockwise_attention_equals_reference(tiny_rows, monkeypatch, chunk, gap, overrides):
-    monkeypatch.setattr(fastpath, "CHUNK", chunk)
-    monkeypatch.setattr(fastpath, "GAP", gap)
-    session = _session(tiny_rows, *overrides)
+def test_fast_path_blockwise_attention_equals_reference(tiny_rows, chunk, gap, overrides):
+    session = _session(tiny_rows, f"train.fast_path_block={chunk}", f"train.fast_path_gap={gap}", *overrides)
+    assert (session.settings.fast_block, session.settings.fast_gap) == (chunk, gap)
     batch = _batch(session)
     if chunk:  # the blocks really split rows and skip key ranges
         chunks = attention_chunks(pack_arguer(batch).allowed, chunk, gap)
@@ -118,31 +157,38 @@ def test_fast_path_with_sdpa_attention(tiny_rows):
     assert_fast_equals_reference(session, _batch(session))
 
 
-def test_auto_selects_the_fast_path_and_off_the_reference(tiny_rows, monkeypatch):
+@pytest.mark.parametrize("overrides, path, reason", [
+    ((), select.FAST, "exact fast path"),
+    (("train.fast_path=off",), select.REFERENCE, "train.fast_path=off"),
+    (("transplant.site=k",), select.REFERENCE, "transplant.site=k"),
+    (("transplant.layers=[1]",), select.REFERENCE, "transplant.layers"),
+    (("variant=text-only",), select.REFERENCE, "text-only"),
+    (("variant=adversarial",), select.ADVERSARIAL, "adversarial"),
+])
+def test_the_selector_picks_a_step_and_says_why(tiny_rows, capsys, overrides, path, reason):
+    session = _session(tiny_rows, *overrides)
+    choice = select.announce(session.model, session.settings)
+    assert (choice.path, reason in choice.reason) == (path, True)
+    err = capsys.readouterr().err
+    assert err.count("cot-transplant: note: step") == 1 and reason in err
+
+
+def test_a_variant_off_the_allow_list_takes_the_reference(tiny_rows, monkeypatch):
     session = _session(tiny_rows)
-    assert session.settings.fast_path == "auto"
+    monkeypatch.setattr(select, "FAST_VARIANTS", ("frozen-arguer",))
+    choice = select.choose(session.model, session.settings)
+    assert choice.path == select.REFERENCE and "not proven" in choice.reason
+
+
+def test_the_selected_step_runs(tiny_rows, monkeypatch):
+    session = _session(tiny_rows)
     calls = []
     monkeypatch.setattr(fastpath, "train_forward_backward", lambda *a, **k: calls.append("fast") or (None,) * 3)
+    monkeypatch.setattr(step, "train_forward_backward", lambda *a, **k: calls.append("reference") or (None,) * 3)
     batch = _batch(session, 2)
-    step.train_forward_backward(session.model, batch, session.settings, 1.0)
-    assert calls == ["fast"]
-    step.train_forward_backward(session.model, batch, dataclasses.replace(session.settings, fast_path="off"), 1.0)
-    assert calls == ["fast"]
-
-
-@pytest.mark.parametrize("overrides, reason", [
-    (("transplant.site=k",), "transplant.site=k"),
-    (("transplant.layers=[1]",), "transplant.layers"),
-    (("variant=text-only",), "text-only"),
-])
-def test_reference_with_a_note_where_it_does_not_apply(tiny_rows, capsys, monkeypatch, overrides, reason):
-    monkeypatch.setattr(fastpath, "_NOTED", set())
-    session = _session(tiny_rows, *overrides)
-    batch = _batch(session, 2)
-    assert not fastpath.applies(session.model, session.settings, batch)
-    assert not fastpath.applies(session.model, session.settings, batch)
-    err = capsys.readouterr().err
-    assert err.count("fast path off") == 1 and reason in err
+    select.forward_backward(session.model, batch, session.settings, 1.0)
+    select.forward_backward(session.model, batch, dataclasses.replace(session.settings, fast_path="off"), 1.0)
+    assert calls == ["fast", "reference"]
 
 
 def test_config_switch(tiny_rows):
@@ -181,11 +227,10 @@ def test_fast_path_with_hidden_argument_tails(tiny_rows):
     ex = sorted(session.examples["train"], key=lambda e: e.n_tokens)[:2]
     batch = collate(ex, session.tokenizer.pad_token_id, 0.5)
     hide_tails(batch.chooser_mask, collate(ex, session.tokenizer.pad_token_id, 1.0).chooser_spans, 0.5)
-    settings = dataclasses.replace(session.settings, fast_path="off")
+    settings = session.settings
     with torch.no_grad():
         ref, fast = step.forward(session.model, batch, settings), fastpath.forward(session.model, batch, settings)
-    for a, b in zip(ref[:3], fast[:3]):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+    assert_same_forward(ref, fast)
 
 
 def test_bucketing_and_fast_path_leave_a_run_unchanged(tiny_rows, tmp_path):

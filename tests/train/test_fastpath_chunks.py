@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cot_transplant.train.fastpath import chunked_attention
-from cot_transplant.train.fastpath_plan import attention_chunks
+from cot_transplant.train.fastpath.attention import chunked_attention
+from cot_transplant.train.fastpath.plan import attention_chunks
 
 # One packed arguer row of 6 tokens: prefix 0-1, candidate 1 at 2-3, candidate 2 at 4-5.
 PACKED = torch.tensor([[

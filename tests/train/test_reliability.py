@@ -1,5 +1,6 @@
 """Crash safety: exact resume after SIGKILL, non-finite losses, out-of-memory, long rows, one-line errors."""
 
+import dataclasses
 import json
 import os
 import random
@@ -81,13 +82,13 @@ def test_ctrl_c_writes_a_checkpoint_and_the_summary(tmp_path):
 def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tiny_rows, tmp_path, monkeypatch):
     import cot_transplant.train.loop as loop
 
-    real = loop.train_forward_backward
+    real = loop.forward_backward
 
-    def nan_loss(model, batch, s, scale, **kw):
-        loss, p1, p2 = real(model, batch, s, scale, **kw)
-        return torch.full_like(loss, float("nan")), p1, p2
+    def nan_loss(model, batch, s, scale):
+        out = real(model, batch, s, scale)
+        return dataclasses.replace(out, loss=torch.full_like(out.loss, float("nan")))
 
-    monkeypatch.setattr(loop, "train_forward_backward", nan_loss)
+    monkeypatch.setattr(loop, "forward_backward", nan_loss)
     with pytest.raises(UserError, match="non-finite loss"):
         train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "train.max_nonfinite=2", "train.max_samples=40"))
     lines = [x for x in rundir.read_metrics(tmp_path / "r") if x["kind"] == "train"]
@@ -99,16 +100,16 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tiny_rows, tmp_p
 def test_out_of_memory_is_counted_or_split_in_half(tiny_rows, tmp_path, monkeypatch, capsys, split, expect_oom_rows):
     import cot_transplant.train.loop as loop
 
-    real = loop.train_forward_backward
+    real = loop.forward_backward
     calls = {"n": 0}
 
-    def oom_on_pairs(model, batch, s, scale, **kw):
+    def oom_on_pairs(model, batch, s, scale):
         calls["n"] += 1
         if len(batch.row_ids) > 1 and calls["n"] == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, batch, s, scale, **kw)
+        return real(model, batch, s, scale)
 
-    monkeypatch.setattr(loop, "train_forward_backward", oom_on_pairs)
+    monkeypatch.setattr(loop, "forward_backward", oom_on_pairs)
     train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", f"train.oom_split={str(split).lower()}",
                    "train.max_samples=4"))
     first = [x for x in rundir.read_metrics(tmp_path / "r") if x["kind"] == "train"][0]

@@ -1,0 +1,43 @@
+"""The exact fast path: the reference step's loss and gradients without its wasted work.
+
+The reference step (`step.py`) computes things no output reads:
+- the arguer runs the shared prefix (template + question) once per candidate, and the
+  tokens after each argument span (no span token reads them);
+- the chooser runs every layer at the candidate positions, although their keys and values
+  are overwritten in every layer, so no other position reads their hidden states.
+
+Here (by idea: `plan.py` the index plans, `attention.py` the attention functions, `dropout.py`
+LoRA dropout, `step.py` the passes and the step):
+- arguer: one packed row per example, [prefix | candidate 1 | candidate 2], the candidates
+  at their own positions, with a 4D mask in which each candidate sees the prefix and
+  itself, never the other candidate. Gradients reach the shared prefix from both.
+- chooser: only the non-candidate tokens run, at their original position ids. In every
+  layer the arguer's K/V (k_proj/v_proj outputs, before RoPE) enter the attention as extra
+  keys/values, rotated at the candidate positions, under the full sequence's causal pattern
+  (an attention function registered in transformers' `AttentionInterface`).
+- attention in both passes block by block: each block of `train.fast_path_block` queries over only the key ranges
+  it sees (`chunked_attention`; one masked call computed every pair of the pattern);
+- logits at the last position only, and the two-phase backward of the reference, so it
+  stays exact with gradient checkpointing.
+
+It applies when every layer's K and V are transplanted (`transplant.site: kv`, all layers;
+any `transplant.fraction`), to Llama, Mistral and Qwen2 with eager or sdpa attention,
+within a sliding window if the model has one (`blocker`), for the variants `select.py` allows.
+Elsewhere the reference runs, and `select.py` says why.
+With LoRA dropout > 0 the shared prefix draws one dropout mask for both candidates (the
+reference draws two), and masks come from one float32 uniform per element (`UniformDropout`,
+numpy's PCG64 seeded from torch's generator) instead of `bernoulli_`: the same distribution,
+not the same random numbers.
+"""
+
+from cot_transplant.train.fastpath.attention import chunked_attention
+from cot_transplant.train.fastpath.dropout import UniformDropout, uniform, uniform_lora_dropout
+from cot_transplant.train.fastpath.plan import attention_chunks, fast_shapes, pack_arguer, plan_chooser
+from cot_transplant.train.fastpath.step import blocker, forward, train_forward_backward
+from cot_transplant.train.step import StepSettings
+
+# The default block sizes (config train.fast_path_block / train.fast_path_gap), for callers without a config.
+CHUNK, GAP = StepSettings.fast_block, StepSettings.fast_gap
+
+__all__ = ["CHUNK", "GAP", "UniformDropout", "attention_chunks", "blocker", "chunked_attention", "fast_shapes",
+           "forward", "pack_arguer", "plan_chooser", "train_forward_backward", "uniform", "uniform_lora_dropout"]
