@@ -45,6 +45,8 @@ def choose(model, s: StepSettings) -> Choice:
         return Choice(ADVERSARIAL, "the adversarial variant has its own objective and backward")
     if s.fast_path == "off":
         return Choice(REFERENCE, "train.fast_path=off")
+    if s.variant == "text-only":
+        return Choice(REFERENCE, "text-only: no transplant, nothing for the fast path to skip")
     if s.variant not in FAST_VARIANTS:
         return Choice(REFERENCE, f"variant {s.variant}: the fast path is not proven for it "
                                  f"(proven: {', '.join(FAST_VARIANTS)})")
