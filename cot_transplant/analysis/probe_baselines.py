@@ -1,6 +1,6 @@
 """What a probe of the arguer's states must beat: the same question answered from the argument's surface.
 
-Scored on the probes' own items and folds (`probes.cv_auroc` with the same `group_folds` pairs), so a
+Scored on the probes' own items and folds (`probe_cv.cv_auroc` with the same `group_folds` pairs), so a
 layer's AUROC and a baseline's differ only in the features:
   length_only  the argument's length, [characters, tokens] (the tokens of its exact span), through the
                probes' own standardized L2 logistic regression
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cot_transplant.analysis.probes import cv_auroc, group_folds
+from cot_transplant.analysis.probe_cv import cv_auroc, group_folds
 
 BASELINES = ("length_only", "tfidf")
 BASELINE_LABELS = {"length_only": "length only (characters, tokens)",

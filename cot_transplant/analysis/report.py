@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cot_transplant.analysis.report_render import Section
-from cot_transplant.analysis.report_sections import (REFERENCE_CSV, breakdown_section, configuration_section,
+from cot_transplant.analysis.report_sections import (REFERENCE_CSV, Source, breakdown_section, configuration_section,
                                                      curves_section, data_section, probes_section, reference_section,
                                                      results_section, truncation_section)
 from cot_transplant.errors import UserError
@@ -22,17 +21,6 @@ from cot_transplant.errors import UserError
 SECTIONS = ("Configuration", "Data", "Results", "Curves", "Truncation", "Probes", "Confound breakdown",
             "Original study (reference)")
 FORMATS = ("html", "md")
-
-
-@dataclass
-class Source:
-    """One input: a run directory, or a sweep directory with its complete runs."""
-
-    kind: str  # "run" | "sweep"
-    path: Path
-    label: str
-    runs: list[tuple[str, Path]] = field(default_factory=list)  # (column label, run dir), complete runs
-    sweep: dict | None = None  # sweep.json
 
 
 def load_source(path: Path) -> Source:

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cot_transplant.analysis.report_controls import controls_table
 from cot_transplant.analysis.report_render import Code, Figure, Para, Section, Table
 from cot_transplant.errors import UserError
 
-if TYPE_CHECKING:
-    from cot_transplant.analysis.report import Source
+
+@dataclass
+class Source:
+    """One input: a run directory, or a sweep directory with its complete runs."""
+
+    kind: str  # "run" | "sweep"
+    path: Path
+    label: str
+    runs: list[tuple[str, Path]] = field(default_factory=list)  # (column label, run dir), complete runs
+    sweep: dict | None = None  # sweep.json
+
 
 REFERENCE_CSV = Path("shared") / "seed-data" / "seed_test_curves.csv"
 
