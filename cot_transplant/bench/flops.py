@@ -19,8 +19,9 @@ so each linear layer costs one forward for its input gradient; the adapters add 
 weight gradients (2 * P_lora per token); the attention products have two activation
 operands, so their backward is twice their forward. Not counted: element-wise work
 (norms, RoPE, softmax, activations, the loss). Counted although autograd may skip it:
-input gradients below the lowest adapter and, in a transplanting path's arguer pass, the
-last layer's work after its k/v projections (at most ~1/layers of a pass).
+input gradients below the lowest adapter and, in the reference's arguer pass, the last
+layer's work after its k/v projections (at most ~1/layers of a pass; the fast path skips it,
+and its plan counts what it runs).
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ def head_params(dims: ModelDims) -> int:
 def lora_params(dims: ModelDims) -> int:
     """Parameters of one LoRA adapter: r * (in + out) per target module per layer."""
     return dims.layers * sum(dims.lora_r * (i + o) for i, o in map(dims.proj_shape, dims.lora_targets))
+
+
+def projection_params(dims: ModelDims, names) -> tuple[int, int]:
+    """(weights, one adapter's LoRA parameters) of the projections `names` in one layer."""
+    weights = sum(i * o for i, o in map(dims.proj_shape, names))
+    lora = sum(dims.lora_r * (i + o) for n, (i, o) in zip(names, map(dims.proj_shape, names))
+               if n in dims.lora_targets)
+    return weights, lora
 
 
 def attention_flops(n_tokens_per_seq: int, dims: ModelDims) -> int:

@@ -10,7 +10,8 @@ Each path is one way to run the same joint step on the same batch:
 - `plain-lora`: no transplant; the arguer rows and chooser rows as ordinary LoRA passes
   (last-position logits, loss on each), one backward: the cost floor of these tokens.
 - `fast`: the exact fast path, `cot_transplant.train.fastpath.train_forward_backward`
-  (shared arguer prefix, chooser without the candidate positions, last-position logits).
+  (shared arguer prefix, chooser without the candidate positions, the arguer's last layer only
+  up to its K/V, the chooser's last layer for the final query only).
 
 A new path (e.g. a fast path) is one more `StepPath` in `STEP_PATHS`, with its FLOP
 plan; the runner and the table pick it up. Order matters: ratios read "later vs earlier".
@@ -25,8 +26,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from cot_transplant.bench.flops import (BatchShape, ModelDims, StepFlops, attention_flops, flops_backward, flops_forward,
-                                        passes_flops)
+from cot_transplant.bench.flops import (PROJ_SHAPES, BatchShape, ModelDims, StepFlops, attention_flops, head_params,
+                                        passes_flops, projection_params)
 from cot_transplant.train import fastpath
 from cot_transplant.train.adapters import role_model, roles
 from cot_transplant.train.batches import Batch, position_ids
@@ -178,23 +179,31 @@ def _fast_eval(model, batch: Batch, s: StepSettings) -> None:
 
 
 def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
-    # Arguer: one packed row per example, no LM head. Chooser: the kept tokens, logits at the last one; its
-    # queries see the extra keys too. Attention: the query-key pairs it computes (blocks skip the pairs the
-    # pattern rules out); when unknown, the full squares: packed x packed, kept x (extra + kept).
+    # Arguer: one packed row per example, no LM head; its last layer only the K/V projections. Chooser: the kept
+    # tokens through every layer but the last; the last layer's K/V projections over them all, its other
+    # projections, attention and MLP for the final query, and logits there. Attention: the query-key pairs it
+    # computes (blocks skip the pairs the pattern rules out); when unknown, the full squares.
+    kv, rest = ("k_proj", "v_proj"), tuple(n for n in PROJ_SHAPES if n not in ("k_proj", "v_proj"))
+    (w_kv, l_kv), (w_rest, l_rest) = projection_params(dims, kv), projection_params(dims, rest)
+    lower = dims.layers - 1
     arguer_pairs = shape.arguer_pairs or shape.rows * shape.packed_arguer_len ** 2
     chooser_pairs = shape.chooser_pairs or shape.rows * shape.kept_chooser_len * (shape.extra_keys
                                                                                   + shape.kept_chooser_len)
-    attention = attention_flops(1, dims) * (arguer_pairs + chooser_pairs)  # per pair: 4 * layers * heads * hd
-    linear_fwd = (flops_forward(shape.packed_arguer_len, dims, 0) - attention_flops(shape.packed_arguer_len, dims)
-                  + flops_forward(shape.kept_chooser_len, dims, 1) - attention_flops(shape.kept_chooser_len, dims))
-    fwd = shape.rows * linear_fwd + attention
+    last_pairs = shape.rows * (shape.extra_keys + shape.kept_chooser_len)  # the final query over every key
+    per_pair = attention_flops(1, dims) // dims.layers  # one layer: 4 * heads * head_dim
+    attention = per_pair * (lower * (arguer_pairs + chooser_pairs) + last_pairs)
+    # Tokens through all of a layer's projections (the chooser's final query in its last layer too), and
+    # through the last layer's K/V only (the arguer's tokens, the chooser's earlier ones).
+    full_tokens = lower * (shape.packed_arguer_len + shape.kept_chooser_len) + 1
+    kv_tokens = shape.packed_arguer_len + shape.kept_chooser_len - 1
+    weights = full_tokens * (w_kv + w_rest) + kv_tokens * w_kv
+    lora = full_tokens * (l_kv + l_rest) + kv_tokens * l_kv
+    fwd = shape.rows * (2 * (weights + lora) + 2 * head_params(dims)) + attention
     if not train:
         return StepFlops(fwd, 0)
-    linear_bwd = (flops_backward(shape.packed_arguer_len, dims, 0)
-                  - 2 * attention_flops(shape.packed_arguer_len, dims)
-                  + flops_backward(shape.kept_chooser_len, dims, 1)
-                  - 2 * attention_flops(shape.kept_chooser_len, dims))
-    return StepFlops(fwd, shape.rows * linear_bwd + 2 * attention)
+    # Input gradients (one product per linear product), the adapters' weight gradients, attention twice.
+    bwd = shape.rows * (2 * (weights + lora) + 2 * head_params(dims) + 2 * lora) + 2 * attention
+    return StepFlops(fwd, bwd)
 
 
 # --- registry -------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ def test_fast_gives_the_reference_gradients(harness_and_batch, grads_of):
     ref, fast = grads_of(PATHS["reference"], h, batch), grads_of(PATHS["fast"], h, batch)
     assert set(ref) == set(fast) and any(".arguer." in n for n in ref)
     for name in ref:
-        torch.testing.assert_close(fast[name], ref[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(fast[name], ref[name], rtol=1e-4, atol=1e-5 * ref[name].abs().max().item())
 
 
 def test_fast_plan_does_less_and_matches_torch_forward_count(harness_and_batch):

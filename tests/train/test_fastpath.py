@@ -79,7 +79,7 @@ def assert_fast_equals_reference(session, batch, settings=None):
     assert all(any(f".{a}." in n for n in names) for a in trainable(session.cfg.variant))
     for n in names:
         assert ref[3][n].abs().max() > 0, n
-        torch.testing.assert_close(fast[3][n], ref[3][n], rtol=1e-4, atol=1e-6 * ref[3][n].abs().max().item(),
+        torch.testing.assert_close(fast[3][n], ref[3][n], rtol=1e-4, atol=1e-5 * ref[3][n].abs().max().item(),
                                    msg=n)
     # The eval forward too, without gradients.
     with torch.no_grad():
@@ -114,6 +114,57 @@ def test_forward_check_catches_a_one_position_rope_shift(tiny_rows, monkeypatch)
         shifted = fastpath.forward(session.model, batch, session.settings)
     with pytest.raises(AssertionError, match="log P1"):
         assert_same_forward(ref, shifted)
+
+
+@pytest.mark.parametrize("planted", ["no earlier keys in the last layer", "last layer's keys one position late"])
+def test_forward_check_catches_a_wrong_last_layer(tiny_rows, monkeypatch, planted):
+    """The chooser's last layer runs its final query alone; planted bugs in what that query reads must show."""
+    import cot_transplant.train.fastpath.layers as layers
+
+    session = _session(tiny_rows)
+    batch = _batch(session, 2)
+    real_tail = layers._tail_kv
+
+    def wrong_tail(layer, hidden, cos, sin):
+        if planted.startswith("no earlier"):  # the earlier tokens' own keys left out (values zero, keys far off)
+            k, v = real_tail(layer, hidden, cos, sin)
+            return k * 0 - 1e4, v * 0
+        return real_tail(layer, hidden, torch.roll(cos, 1, dims=1), torch.roll(sin, 1, dims=1))
+
+    with torch.no_grad():
+        ref = step.forward(session.model, batch, session.settings)
+        monkeypatch.setattr(layers, "_tail_kv", wrong_tail)
+        wrong = fastpath.forward(session.model, batch, session.settings)
+    with pytest.raises(AssertionError, match="log P1|loss"):
+        assert_same_forward(ref, wrong)
+
+
+def test_fast_path_skips_the_work_nothing_reads(tiny_rows, monkeypatch):
+    """The arguer's last layer stops at its K/V projections; the chooser's last layer runs one query."""
+    from cot_transplant.transplant.arch import decoder_layers
+
+    session = _session(tiny_rows)
+    batch = _batch(session, 2)
+    _, layer_list = decoder_layers(session.model)
+    seen: dict[str, list] = {}
+    hooks = [module.register_forward_hook(lambda m, a, o, name=name: seen.setdefault(name, []).append(a[0].shape))
+             for name, module in (("last mlp", layer_list[-1].mlp), ("last q", layer_list[-1].self_attn.q_proj),
+                                  ("last k", layer_list[-1].self_attn.k_proj), ("norm", fastpath.layers.body(
+                                      session.model).norm), ("first mlp", layer_list[0].mlp))]
+    try:
+        with torch.no_grad():
+            fastpath.forward(session.model, batch, session.settings)
+    finally:
+        for h in hooks:
+            h.remove()
+    plan = plan_chooser(batch)
+    rows, kept = plan.ids.shape
+    assert seen["first mlp"] == [pack_arguer(batch).ids.shape + (seen["first mlp"][0][-1],),
+                                 torch.Size([rows, kept, seen["first mlp"][0][-1]])]
+    assert [s[1] for s in seen["last mlp"]] == [1]  # the chooser's final query only; the arguer's not at all
+    assert [s[1] for s in seen["last q"]] == [1]
+    assert [s[1] for s in seen["norm"]] == [1]
+    assert sorted(s[1] for s in seen["last k"]) == [1, kept - 1, pack_arguer(batch).ids.shape[1]]
 
 
 @pytest.mark.parametrize("family", ["tiny-llama", "tiny-qwen2"])

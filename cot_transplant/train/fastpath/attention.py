@@ -108,6 +108,9 @@ class ExtraKV:
     rotate_half: Callable  # the family's own
     attention: Callable  # the model's own attention function (eager or sdpa)
     chunks: list[Chunk] | None = None  # when set, attention runs block by block (`chunked_attention`)
+    # The layer's own keys (rotated) and values of earlier tokens, after the transplanted ones: (B, Hkv, n, hd)
+    # each. Set for a chooser's last layer that runs its final query alone (`layers.chooser_last_logits`).
+    tail: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def build(cls, states: SpanStates, plan: ChooserPlan, cos: torch.Tensor, sin: torch.Tensor, model,
@@ -125,15 +128,18 @@ class ExtraKV:
     def keys(self, layer: int) -> torch.Tensor:
         """Layer `layer`'s extra keys, rotated as apply_rotary_pos_emb rotates keys."""
         k = self._slots("k", layer)
-        return k * self.cos + self.rotate_half(k) * self.sin
+        k = k * self.cos + self.rotate_half(k) * self.sin
+        return k if self.tail is None else torch.cat([k, self.tail[0].to(k.dtype)], dim=2)
 
     def values(self, layer: int) -> torch.Tensor:
-        return self._slots("v", layer)
+        v = self._slots("v", layer)
+        return v if self.tail is None else torch.cat([v, self.tail[1].to(v.dtype)], dim=2)
 
 
 def extra_kv_attention(module, query, key, value, attention_mask, *, transplant_kv: ExtraKV | None = None,
                        **kwargs):
-    """The model's attention over [extra keys | own keys]; `attention_mask` is the plan's (B, 1, Tq, Nc + Tq)."""
+    """The model's attention over [extra keys | own keys]; `attention_mask` is (B, 1, Tq, extra + Tq): the plan's,
+    or its last query's row for a last layer that runs that query alone (extra keys then include `tail`)."""
     if transplant_kv is None:
         raise RuntimeError(f"attention '{ATTENTION}' needs the transplant_kv argument (fast path only)")
     i = module.layer_idx

@@ -11,6 +11,7 @@ from cot_transplant.train.batches import Batch, position_ids
 from cot_transplant.train.fastpath.attention import (ATTENTION, CHUNKED, ExtraKV, attention_function,
                                                      attention_mask_4d, attention_on, implementation)
 from cot_transplant.train.fastpath.dropout import uniform_lora_dropout
+from cot_transplant.train.fastpath.layers import arguer_to_last_kv, body, chooser_last_logits
 from cot_transplant.train.fastpath.plan import ArguerPack, ChooserPlan, attention_chunks, pack_arguer, plan_chooser
 from cot_transplant.train.step import StepSettings, arguer_backward, leaves, loss_and_probs
 from cot_transplant.transplant import SpanStates, active_adapter, backward_to_states, capture_kv
@@ -57,11 +58,6 @@ def blocker(model, s: StepSettings, batch: Batch | None = None) -> str | None:
     return None
 
 
-def _body(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base, "model", base)
-
-
 def _compute_dtype(model) -> torch.dtype:
     return model.get_input_embeddings().weight.dtype
 
@@ -81,8 +77,7 @@ def arguer_pass(model, pack: ArguerPack, s: StepSettings):
     extra = {"attention_chunks": attention_chunks(pack.allowed, s.fast_block, s.fast_gap)} if s.fast_block else {}
     with active_adapter(model, arguer_name), torch.set_grad_enabled(grad), arguer_attention(model, s):
         with capture_kv(model, pack.spans, attention_mask=pack.mask, spec=s.spec) as cap:
-            _body(model)(input_ids=pack.ids, attention_mask=mask, position_ids=pack.position_ids, use_cache=False,
-                         **extra)
+            arguer_to_last_kv(model, pack.ids, mask, pack.position_ids, **extra)  # stops at the last K/V
     return cap
 
 
@@ -98,15 +93,14 @@ def chooser_logits(model, plan: ChooserPlan, full_positions: torch.Tensor, kv: S
     Run it inside `attention_on(model, ATTENTION)` (which yields `impl`), with the chooser adapter active.
     """
     dtype = _compute_dtype(model)
-    rotary = _body(model).rotary_emb
+    rotary = body(model).rotary_emb
     # One rotary call over the full positions: what the reference's rotation of these keys used.
     cos, sin = rotary(torch.empty(0, dtype=dtype, device=full_positions.device), full_positions)  # (B, Tc, hd)
     rows, cols = plan.extra_rows, plan.extra_cols
     extra = ExtraKV.build(kv, plan, cos[rows, cols], sin[rows, cols], model, attention_function(model, impl),
                           attention_chunks(plan.allowed, s.fast_block, s.fast_gap) if s.fast_block else None)
-    out = model(input_ids=plan.ids, attention_mask=attention_mask_4d(plan.allowed, impl, dtype),
-                position_ids=plan.position_ids, logits_to_keep=1, use_cache=False, transplant_kv=extra)
-    return out.logits[:, -1, :].float()
+    return chooser_last_logits(model, plan.ids, attention_mask_4d(plan.allowed, impl, dtype),
+                               attention_mask_4d(plan.allowed[:, -1:], impl, dtype), plan.position_ids, extra)
 
 
 # --- the step -------------------------------------------------------------------------------------------
