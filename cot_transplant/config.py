@@ -116,6 +116,9 @@ class TrainConfig:
     # 0 runs one call of the model's own attention over the whole pattern (every pair, more memory).
     fast_path_block: int = 64
     fast_path_gap: int = 16  # unseen keys between two seen ranges up to which a block reads them as one range
+    # Fast path: the arguer's span states per row kept in memory up to this many GiB and reused where they cannot
+    # change (frozen-arguer training, every evaluation of fixed adapters); 0 turns the cache off.
+    arguer_cache_gib: float = 4.0
     bucket_by_length: bool = True  # sub-batches of similar length within each optimizer step: less padding, same sum
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -192,6 +195,7 @@ def validate(cfg: Config) -> None:
         (cfg.train.fast_path in ("auto", "off"), "train.fast_path", "must be 'auto' or 'off'"),
         (cfg.train.fast_path_block >= 0 and cfg.train.fast_path_gap >= 0, "train.fast_path_block",
          "fast_path_block and fast_path_gap must be >= 0"),
+        (cfg.train.arguer_cache_gib >= 0, "train.arguer_cache_gib", "must be >= 0 (0 turns the cache off)"),
         (cfg.train.accumulate_to >= cfg.train.batch_size and cfg.train.accumulate_to % cfg.train.batch_size == 0,
          "train.accumulate_to", "must be a multiple of train.batch_size"),
         (cfg.eval.every >= 1, "eval.every", "must be >= 1"),

@@ -45,7 +45,7 @@ def format_report(result: dict) -> str:
                      f"{src['matmul']['flop_per_s'] / 1e9:.2f} GFLOP/s (median)")
         for pair, r in src["ratios"].items():
             lines.append(f"{pair}: {r['ratio']:.2f}x  (per round {r['per_round_min']:.2f}-{r['per_round_max']:.2f}x; "
-                         f"fastest rounds {r['ratio_of_best']:.2f}x)")
+                         f"fastest rounds {r['ratio_of_best']:.2f}x; eval {r['eval_ratio']:.2f}x)")
     lines += ["", f"process peak RSS {result['peak_rss_bytes'] / MIB:.0f} MiB; wall {result['wall_s']:.0f} s"
               + _cpu_note(result)]
     return "\n".join(lines)

@@ -52,10 +52,11 @@ class BenchOptions:
             raise UserError("bench: --rows and --repeats must be >= 1, warm-up rounds >= 0")
 
 
-QUICK = dict(rows=1, repeats=3, warmup=1)
+# Two rows, so the @2 paths run one forward of two rows while the others run one row per forward.
+QUICK = dict(rows=2, repeats=3, warmup=1)
 # The chat template's fixed text is ~140 tokens shorter than alpaca-json's per pass (rows keep their
 # own lengths); cutting rows to a token limit instead would keep only the dataset's shortest rows.
-QUICK_OVERRIDES = ("prompt.template=chat",)
+QUICK_OVERRIDES = ("prompt.template=chat", "train.batch_size=1", "eval.batch_size=1")
 
 
 def bench_config(opts: BenchOptions) -> Config:
@@ -179,10 +180,18 @@ class Source:
     train_batches: list[Batch]
     eval_batches: list[Batch]
     tokens: dict = field(default_factory=dict)
+    # Batches of other sizes for paths with their own rows per forward: size -> (train, eval).
+    sized: dict[int, tuple[list[Batch], list[Batch]]] = field(default_factory=dict)
+
+    def batches(self, path: StepPath, kind: str) -> list[Batch]:
+        """The batches `path` runs for `kind` (train | eval)."""
+        if path.rows_per_forward is None:
+            return self.train_batches if kind == "train" else self.eval_batches
+        return self.sized[path.rows_per_forward][0 if kind == "train" else 1]
 
 
 def make_source(name: str, records: list[Record], opts: BenchOptions, cfg: Config, template, tokenizer,
-                limit: int | None, device: torch.device) -> Source:
+                limit: int | None, device: torch.device, sizes: tuple[int, ...] = ()) -> Source:
     examples, skipped = sample_examples(records, opts.rows, opts.seed, cfg, template, tokenizer, limit)
     pad = tokenizer.pad_token_id
 
@@ -198,12 +207,13 @@ def make_source(name: str, records: list[Record], opts: BenchOptions, cfg: Confi
               "real_per_round": real, "padded_per_round": padded,
               "train_shapes": [[b.arguer_ids.shape[0], b.arguer_ids.shape[1], b.chooser_ids.shape[0],
                                 b.chooser_ids.shape[1]] for b in train]}
-    return Source(name, len(examples), skipped, train, batches(cfg.eval.batch_size), tokens)
+    sized = {n: (batches(n), batches(n)) for n in sorted(set(sizes))}
+    return Source(name, len(examples), skipped, train, batches(cfg.eval.batch_size), tokens, sized)
 
 
 def _run_train(path: StepPath, model, source: Source, settings) -> Callable[[], None]:
     def fn() -> None:
-        for batch in source.train_batches:
+        for batch in source.batches(path, "train"):
             path.train(model, batch, settings)
     return fn
 
@@ -211,7 +221,7 @@ def _run_train(path: StepPath, model, source: Source, settings) -> Callable[[], 
 def _run_eval(path: StepPath, model, source: Source, settings) -> Callable[[], None]:
     def fn() -> None:
         with torch.no_grad():
-            for batch in source.eval_batches:
+            for batch in source.batches(path, "eval"):
                 path.evaluate(model, batch, settings)
     return fn
 
@@ -235,6 +245,7 @@ def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opt
             a @ b
 
     entries = [("train", p) for p in paths] + [("eval", p) for p in paths] + [("matmul", None)]
+    own = {p.name: p.settings(settings) for p in paths}  # once per source: a path's cache fills in its warm-up
     times: Timings = {}
     peaks: dict[tuple[str, str], list[int | None]] = {}
     memory_rounds = set(range(opts.warmup)) or {opts.warmup + opts.repeats}
@@ -249,10 +260,10 @@ def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opt
             elif kind == "train":
                 model.train()
                 model.zero_grad(set_to_none=True)
-                fn = _run_train(path, model, source, settings)
+                fn = _run_train(path, model, source, own[path.name])
             else:
                 model.eval()
-                fn = _run_eval(path, model, source, settings)
+                fn = _run_eval(path, model, source, own[path.name])
             key = (kind, path.name if path else "matmul")
             if r in memory_rounds:
                 peaks.setdefault(key, []).append(peak_memory(fn, device))
@@ -273,7 +284,8 @@ def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...],
     out_paths = {}
     for path in paths:
         entry = {"description": path.description}
-        for kind, batches in (("train", source.train_batches), ("eval", source.eval_batches)):
+        for kind in ("train", "eval"):
+            batches = source.batches(path, kind)
             flops = sum((path.flops(shape_of(bt, settings), dims, kind == "train") for bt in batches), StepFlops(0, 0))
             ts = times[(kind, path.name)]
             t = statistics.median(ts)
@@ -293,17 +305,22 @@ def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...],
 
 
 def ratios(paths: tuple[StepPath, ...], times: Timings) -> dict:
-    """Train samples/s of each later path over each earlier one: the ratio of medians, its per-round range,
-    and the ratio of the two paths' fastest rounds (the least disturbed by other load)."""
+    """Train samples/s of each later path over each earlier one with the same rows per forward: the ratio of
+    medians, its per-round range, the ratio of the two paths' fastest rounds (the least disturbed by other
+    load), and the ratio of their eval medians."""
     out = {}
     for i, earlier in enumerate(paths):
         for later in paths[i + 1:]:
+            if later.rows_per_forward != earlier.rows_per_forward:
+                continue
             t_e, t_l = times[("train", earlier.name)], times[("train", later.name)]
             per_round = [e / l for e, l in zip(t_e, t_l)]  # same round: paired under the same load
             out[f"{later.name} vs {earlier.name}"] = {
                 "ratio": statistics.median(t_e) / statistics.median(t_l),
                 "per_round_min": min(per_round), "per_round_max": max(per_round),
-                "ratio_of_best": min(t_e) / min(t_l)}
+                "ratio_of_best": min(t_e) / min(t_l),
+                "eval_ratio": statistics.median(times[("eval", earlier.name)]) / statistics.median(
+                    times[("eval", later.name)])}
     return out
 
 
@@ -335,8 +352,9 @@ def build_harness(cfg: Config) -> Harness:
         lora_params(dims)
     except (ValueError, AttributeError) as exc:
         raise UserError(f"bench: cannot count FLOPs for this model: {exc}") from None
-    # `reference` runs the reference step even where `train.fast_path=auto` would take the fast path.
-    settings = dataclasses.replace(m.settings, fast_path="off")
+    # `reference` runs the reference step even where `train.fast_path=auto` would take the fast path; no path
+    # reuses arguer states unless it says so (`frozen-cached` brings its own cache).
+    settings = dataclasses.replace(m.settings, fast_path="off", state_cache=None)
     return Harness(cfg, m.model, m.tokenizer, m.template, settings, dims, m.limit, m.device)
 
 
@@ -382,7 +400,8 @@ def run_bench(opts: BenchOptions, sources: dict[str, list[Record]] | None = None
     h = build_harness(cfg)
     results = {}
     for name, records in sources.items():
-        source = make_source(name, records, opts, cfg, h.template, h.tokenizer, h.limit, h.device)
+        source = make_source(name, records, opts, cfg, h.template, h.tokenizer, h.limit, h.device,
+                             tuple(p.rows_per_forward for p in paths if p.rows_per_forward))
         results[name] = measure_source(source, h.model, h.settings, paths, h.dims, opts, h.device, log)
 
     dims, device = h.dims, h.device

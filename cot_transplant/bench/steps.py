@@ -19,6 +19,7 @@ plan; the runner and the table pick it up. Order matters: ratios read "later vs 
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -46,6 +47,12 @@ class StepPath:
     train: Callable[[torch.nn.Module, Batch, StepSettings], None]
     evaluate: Callable[[torch.nn.Module, Batch, StepSettings], None]  # called under torch.no_grad()
     flops: Callable[[BatchShape, ModelDims, bool], StepFlops]  # (shape, dims, train) -> FLOPs
+    rows_per_forward: int | None = None  # rows per train/eval batch; None: train.batch_size / eval.batch_size
+    # The settings it runs under, made once per row source from the harness's (e.g. another variant, a cache).
+    adapt: Callable[[StepSettings], StepSettings] | None = None
+
+    def settings(self, base: StepSettings) -> StepSettings:
+        return base if self.adapt is None else self.adapt(base)
 
 
 def shape_of(batch: Batch, s: StepSettings) -> BatchShape:
@@ -178,7 +185,7 @@ def _fast_eval(model, batch: Batch, s: StepSettings) -> None:
     fastpath.forward(model, batch, s)
 
 
-def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
+def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool, arguer: bool = True) -> StepFlops:
     # Arguer: one packed row per example, no LM head; its last layer only the K/V projections. Chooser: the kept
     # tokens through every layer but the last; the last layer's K/V projections over them all, its other
     # projections, attention and MLP for the final query, and logits there. Attention: the query-key pairs it
@@ -186,7 +193,8 @@ def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
     kv, rest = ("k_proj", "v_proj"), tuple(n for n in PROJ_SHAPES if n not in ("k_proj", "v_proj"))
     (w_kv, l_kv), (w_rest, l_rest) = projection_params(dims, kv), projection_params(dims, rest)
     lower = dims.layers - 1
-    arguer_pairs = shape.arguer_pairs or shape.rows * shape.packed_arguer_len ** 2
+    packed = shape.packed_arguer_len if arguer else 0  # without the arguer: its states come from the cache
+    arguer_pairs = (shape.arguer_pairs or shape.rows * shape.packed_arguer_len ** 2) if arguer else 0
     chooser_pairs = shape.chooser_pairs or shape.rows * shape.kept_chooser_len * (shape.extra_keys
                                                                                   + shape.kept_chooser_len)
     last_pairs = shape.rows * (shape.extra_keys + shape.kept_chooser_len)  # the final query over every key
@@ -194,8 +202,8 @@ def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
     attention = per_pair * (lower * (arguer_pairs + chooser_pairs) + last_pairs)
     # Tokens through all of a layer's projections (the chooser's final query in its last layer too), and
     # through the last layer's K/V only (the arguer's tokens, the chooser's earlier ones).
-    full_tokens = lower * (shape.packed_arguer_len + shape.kept_chooser_len) + 1
-    kv_tokens = shape.packed_arguer_len + shape.kept_chooser_len - 1
+    full_tokens = lower * (packed + shape.kept_chooser_len) + 1
+    kv_tokens = packed + shape.kept_chooser_len - 1
     weights = full_tokens * (w_kv + w_rest) + kv_tokens * w_kv
     lora = full_tokens * (l_kv + l_rest) + kv_tokens * l_kv
     fwd = shape.rows * (2 * (weights + lora) + 2 * head_params(dims)) + attention
@@ -204,6 +212,21 @@ def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
     # Input gradients (one product per linear product), the adapters' weight gradients, attention twice.
     bwd = shape.rows * (2 * (weights + lora) + 2 * head_params(dims) + 2 * lora) + 2 * attention
     return StepFlops(fwd, bwd)
+
+
+# --- frozen arguer, states cached ----------------------------------------------------------------------
+
+
+def _frozen_cached(s: StepSettings) -> StepSettings:
+    """`frozen-arguer` on the fast path with a fresh state cache (a row source's warm-up round fills it)."""
+    from cot_transplant.train.state_cache import StateCache
+
+    return dataclasses.replace(s, variant="frozen-arguer", state_cache=StateCache(8 * 2 ** 30))
+
+
+def _cached_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
+    # From the second pass over a row: the chooser's part of the fast path only (no arguer pass, no arguer backward).
+    return _fast_flops(shape, dims, train, arguer=False)
 
 
 # --- registry -------------------------------------------------------------------------------------------
@@ -227,6 +250,13 @@ STEP_PATHS: tuple[StepPath, ...] = registry(
              _plain_train, _plain_eval, _plain_flops),
     StepPath("fast", "exact fast path: arguer prefix shared by both candidates, chooser skips the candidate "
              "positions (transplanted K/V as extra keys), last-position logits", _fast_train, _fast_eval, _fast_flops),
+    StepPath("frozen-cached", "frozen-arguer on the fast path, the arguer's states from the state cache (filled in "
+             "the warm-up round: a second epoch, or a second evaluation)", _fast_train, _fast_eval, _cached_flops,
+             adapt=_frozen_cached),
+    StepPath("original-style@2", "original-style at two rows per forward", _original_train, _original_eval,
+             _original_flops, rows_per_forward=2),
+    StepPath("fast@2", "the fast path at two rows per forward", _fast_train, _fast_eval, _fast_flops,
+             rows_per_forward=2),
 )
 
 

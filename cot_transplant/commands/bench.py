@@ -16,7 +16,7 @@ def register(sub) -> None:
                    help="1 row, 3 measured rounds after 1 warm-up, the compact chat template, one source "
                         "(the --data rows if given, else synthetic ones): under 3 minutes on 2 free CPU cores")
     p.add_argument("--data", metavar="PATH", help="also measure a seeded sample of this data file's rows")
-    p.add_argument("--rows", type=positive_int, metavar="N", help="rows per source (default 4; --quick 1)")
+    p.add_argument("--rows", type=positive_int, metavar="N", help="rows per source (default 4; --quick 2)")
     p.add_argument("--repeats", type=positive_int, metavar="R", help="measured rounds (default 5; --quick 3)")
     p.add_argument("--warmup", type=int, metavar="W", help="untimed warm-up rounds, which also take the memory peaks (default 1)")
     p.add_argument("--model", default="smollm2", metavar="M", help="model spec (default: the bundled smollm2)")

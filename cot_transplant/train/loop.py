@@ -7,7 +7,7 @@ import math
 import resource
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 from cot_transplant.config import Config
 from cot_transplant.errors import UserError
 from cot_transplant.train import rundir
-from cot_transplant.train.adapters import adapter_params, trainable
+from cot_transplant.train.adapters import adapter_params, roles, trainable
 from cot_transplant.train.batches import by_length, collate
 from cot_transplant.train.checkpoint import load_checkpoint, save_checkpoint
 from cot_transplant.train.distributed import Dist
@@ -136,6 +136,8 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
     from cot_transplant.train.summary import finish_run
 
     clock, dist, session = _Clock(time.time()), Dist(), setup(cfg)
+    if roles(cfg.variant)[0] in trainable(cfg.variant):  # the arguer changes every step: no state to reuse
+        session.settings = replace(session.settings, state_cache=None)
     announce(session.model, session.settings)
     run = _open_run(cfg, config_path, resume, session, dist)
     optimizer = make_optimizer(session)

@@ -16,6 +16,7 @@ from cot_transplant.errors import UserError
 from cot_transplant.prompts.templates import choice_token_ids, get_template
 from cot_transplant.train.adapters import ModelPair, attach_adapters
 from cot_transplant.train.batches import Example, build_example, candidate_lengths, donors, length_matched_donors
+from cot_transplant.train.state_cache import StateCache
 from cot_transplant.train.step import StepSettings
 from cot_transplant.transplant import TransplantSpec
 
@@ -190,8 +191,9 @@ def setup_model(cfg: Config) -> ModelSetup:
         model = ModelPair(attach_adapters(arguer_base, cfg.lora, cfg.variant, cfg.seed, names=("arguer",)),
                           attach_adapters(base, cfg.lora, cfg.variant, cfg.seed + 1, names=("chooser",))).to(device)
     model.train()
+    cache = StateCache(int(cfg.train.arguer_cache_gib * 2 ** 30)) if cfg.train.arguer_cache_gib > 0 else None
     settings = StepSettings(cfg.variant, choice_ids, transplant_spec(cfg), cfg.loss.choice_only, cfg.train.fast_path,
-                            cfg.train.fast_path_block, cfg.train.fast_path_gap)
+                            cfg.train.fast_path_block, cfg.train.fast_path_gap, cache)
     return ModelSetup(model, bases, tokenizer, template, settings, limit, device)
 
 

@@ -13,7 +13,7 @@ sub-batch (this one, the fast path or the adversarial step) is `select.py`'s cho
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,6 +35,8 @@ class StepSettings:
     fast_path: str = "off"  # auto: `select.py` runs the fast path where it is exact (train.fast_path); off: this step
     fast_block: int = 64  # fast path: queries per attention block (train.fast_path_block); 0: one call
     fast_gap: int = 16  # fast path: unseen keys up to which a block's key ranges merge (train.fast_path_gap)
+    # Fast path: a `state_cache.StateCache` for the arguer's states (train.arguer_cache_gib); state, not a setting.
+    state_cache: object = field(default=None, compare=False)
 
     @property
     def transplants(self) -> bool:

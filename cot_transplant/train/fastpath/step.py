@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
+from cot_transplant.train import state_cache
 from cot_transplant.train.adapters import adapter_params, role_model, roles, trainable
 from cot_transplant.train.batches import Batch, position_ids
 from cot_transplant.train.fastpath.attention import (ATTENTION, CHUNKED, ExtraKV, attention_function,
@@ -81,6 +83,26 @@ def arguer_pass(model, pack: ArguerPack, s: StepSettings):
     return cap
 
 
+@dataclass(frozen=True)
+class Cached:
+    """States served by the state cache, in a capture's place (`.kv`)."""
+
+    kv: SpanStates
+
+
+def arguer_states(model, batch: Batch, pack: ArguerPack, s: StepSettings):
+    """The arguer pass's capture, or the cached states (`s.state_cache`) where they cannot have changed."""
+    cache, name = s.state_cache, roles(s.variant)[0]
+    if cache is None or not state_cache.applies(model, s.variant):
+        return arguer_pass(model, pack, s)
+    hit = cache.lookup(model, name, batch, s.spec)
+    if hit is not None:
+        return Cached(hit)
+    cap = arguer_pass(model, pack, s)
+    cache.store(batch, cap.kv)
+    return cap
+
+
 def arguer_attention(model, s: StepSettings):
     """The arguer's attention for a block: block by block (`chunked_attention`), or the model's own."""
     return attention_on(model, CHUNKED) if s.fast_block else nullcontext()
@@ -112,7 +134,7 @@ def forward(model, batch: Batch, s: StepSettings):
     chooser_name = roles(s.variant)[1]
     chooser_model = role_model(model, chooser_name)
     with uniform_lora_dropout(model):
-        cap = arguer_pass(model, pack, s)
+        cap = arguer_states(model, batch, pack, s)
         with active_adapter(chooser_model, chooser_name), attention_on(chooser_model, ATTENTION) as impl:
             logits = chooser_logits(chooser_model, plan, position_ids(batch.chooser_mask), cap.kv, impl, s)
     loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
@@ -130,7 +152,7 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float):
     chooser = [p for _, p in adapter_params(chooser_model, chooser_name)]
     # The dropout swap spans the backward: a checkpointed layer recomputes with the same modules.
     with uniform_lora_dropout(model):
-        kv = arguer_pass(arguer_model, pack, s).kv
+        kv = arguer_states(model, batch, pack, s).kv
         leaf = leaves(kv)
         with active_adapter(chooser_model, chooser_name), attention_on(chooser_model, ATTENTION) as impl:
             logits = chooser_logits(chooser_model, plan, position_ids(batch.chooser_mask), leaf, impl, s)
