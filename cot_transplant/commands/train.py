@@ -210,6 +210,10 @@ def run_eval(args) -> int:
                         f"available: {[p.name for p in sorted((run / 'checkpoints').glob('step-*'))]}")
     # The adapters and the step are the run's own (cfg.variant); only the examples follow the control.
     session = setup(cfg, control=args.control)
+    # Each split is evaluated once here, on disjoint rows: no arguer state could be served twice.
+    import dataclasses
+
+    session.settings = dataclasses.replace(session.settings, state_cache=None)
     state = load_checkpoint(ckpt, session.model, restore_rng=False)
     splits = ["train"] if args.data else (args.split or cfg.eval.splits)
     stem = eval_stem(ckpt.name, args.data, control)
