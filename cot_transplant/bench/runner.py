@@ -180,14 +180,14 @@ class Source:
     train_batches: list[Batch]
     eval_batches: list[Batch]
     tokens: dict = field(default_factory=dict)
-    # Batches of other sizes for paths with their own rows per forward: size -> (train, eval).
-    sized: dict[int, tuple[list[Batch], list[Batch]]] = field(default_factory=dict)
+    # Batches of other sizes for paths with their own rows per forward (train and eval alike): size -> batches.
+    sized: dict[int, list[Batch]] = field(default_factory=dict)
 
     def batches(self, path: StepPath, kind: str) -> list[Batch]:
         """The batches `path` runs for `kind` (train | eval)."""
         if path.rows_per_forward is None:
             return self.train_batches if kind == "train" else self.eval_batches
-        return self.sized[path.rows_per_forward][0 if kind == "train" else 1]
+        return self.sized[path.rows_per_forward]
 
 
 def make_source(name: str, records: list[Record], opts: BenchOptions, cfg: Config, template, tokenizer,
@@ -207,7 +207,7 @@ def make_source(name: str, records: list[Record], opts: BenchOptions, cfg: Confi
               "real_per_round": real, "padded_per_round": padded,
               "train_shapes": [[b.arguer_ids.shape[0], b.arguer_ids.shape[1], b.chooser_ids.shape[0],
                                 b.chooser_ids.shape[1]] for b in train]}
-    sized = {n: (batches(n), batches(n)) for n in sorted(set(sizes))}
+    sized = {n: batches(n) for n in sorted(set(sizes))}
     return Source(name, len(examples), skipped, train, batches(cfg.eval.batch_size), tokens, sized)
 
 

@@ -125,11 +125,11 @@ def test_forward_check_catches_a_wrong_last_layer(tiny_rows, monkeypatch, plante
     batch = _batch(session, 2)
     real_tail = layers._tail_kv
 
-    def wrong_tail(layer, hidden, cos, sin):
+    def wrong_tail(layer, hidden, cos, sin, rotate_half):
         if planted.startswith("no earlier"):  # the earlier tokens' own keys left out (values zero, keys far off)
-            k, v = real_tail(layer, hidden, cos, sin)
+            k, v = real_tail(layer, hidden, cos, sin, rotate_half)
             return k * 0 - 1e4, v * 0
-        return real_tail(layer, hidden, torch.roll(cos, 1, dims=1), torch.roll(sin, 1, dims=1))
+        return real_tail(layer, hidden, torch.roll(cos, 1, dims=1), torch.roll(sin, 1, dims=1), rotate_half)
 
     with torch.no_grad():
         ref = step.forward(session.model, batch, session.settings)

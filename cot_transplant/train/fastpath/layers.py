@@ -16,7 +16,6 @@ Both leave every value the step reads as the full passes compute it (up to float
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import torch
 
@@ -54,14 +53,15 @@ def arguer_to_last_kv(model, ids: torch.Tensor, mask, position_ids: torch.Tensor
     last.self_attn.v_proj(x)
 
 
-def _tail_kv(layer, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer `layer`'s keys (rotated) and values of the tokens `hidden` (B, T, D): (B, kv_heads, T, hd) each."""
+def _tail_kv(layer, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+             rotate_half) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer `layer`'s keys (rotated with the family's `rotate_half`) and values of the tokens `hidden` (B, T, D):
+    (B, kv_heads, T, hd) each."""
     attn = layer.self_attn
     x = layer.input_layernorm(hidden)
     rows, n = x.shape[:2]
     k = attn.k_proj(x).view(rows, n, -1, attn.head_dim).transpose(1, 2)
     v = attn.v_proj(x).view(rows, n, -1, attn.head_dim).transpose(1, 2)
-    rotate_half = sys.modules[type(attn).__module__].rotate_half
     cos, sin = cos[:, None], sin[:, None]
     return k * cos + rotate_half(k) * sin, v
 
@@ -80,7 +80,8 @@ def chooser_last_logits(model, ids: torch.Tensor, mask, last_mask, position_ids:
     cos, sin = b.rotary_emb(hidden, position_ids)  # (B, T, hd)
     hidden = _run(layers[:-1], hidden, mask, position_ids, (cos, sin), transplant_kv=extra)
     last = layers[-1]
-    tail = dataclasses.replace(extra, chunks=None, tail=_tail_kv(last, hidden[:, :-1], cos[:, :-1], sin[:, :-1]))
+    tail = dataclasses.replace(extra, chunks=None, tail=_tail_kv(last, hidden[:, :-1], cos[:, :-1], sin[:, :-1],
+                                                                   extra.rotate_half))
     hidden = last(hidden[:, -1:], attention_mask=last_mask, position_ids=position_ids[:, -1:],
                   position_embeddings=(cos[:, -1:], sin[:, -1:]), use_cache=False, transplant_kv=tail)
     head = (model.get_base_model() if hasattr(model, "get_base_model") else model).get_output_embeddings()
