@@ -11,12 +11,18 @@ Two ways to treat the argument's tail, the tokens past the cut (`tail`):
           argument token, which the transplant never covers under the one-token shift, stays.
 At fraction 1.0 both equal the plain evaluation exactly.
 
+The fractions run longest first: with the arguer state cache on (`train.arguer_cache_gib` > 0), the
+arguer runs once per row and the shorter fractions read the first tokens of its stored states (equal
+to recomputing them up to float rounding; `train.state_cache`). truncation.json records the cache's
+counts (`arguer_cache`).
+
 Outputs in the run directory: `truncation.json`, `truncation.png`, and per fraction
 `truncation/<split>-<checkpoint>-<tail>-f<fraction>.csv` (row_id,p_cand1,p_cand2,label,argument_choice).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -95,18 +101,21 @@ def truncation(run: Path, fractions=FRACTIONS, split: str = "test", checkpoint: 
         raise UserError(f"{run}: split '{split}' has no rows; choose one of "
                         f"{[s for s, ex in session.examples.items() if ex]}")
     state = load_checkpoint(ckpt, session.model, restore_rng=False)
-    rows = []
-    for f in fractions:
+    rows = {}
+    # Longest spans first: the arguer state cache then serves every shorter fraction's states as prefixes.
+    for f in sorted(set(fractions), reverse=True):
         pred = predict(session, split, fraction=f) if tail == "text" else predict_hidden_tail(session, split, f)
         m = metrics_of(pred)
         name = f"{split}-{ckpt.name}-{tail}-f{f:g}.csv"
         _write_predictions(run / "truncation" / name, pred)
-        rows.append({"fraction": f, **{k: m.get(k) for k in ("f_c", "f_c_ci_low", "f_c_ci_high", "auroc", "n",
-                                                              "f_c_oc", "f_c_oi", "base_rate", "loss")},
-                     "predictions": f"truncation/{name}"})
+        rows[f] = {"fraction": f, **{k: m.get(k) for k in ("f_c", "f_c_ci_low", "f_c_ci_high", "auroc", "n",
+                                                            "f_c_oc", "f_c_oi", "base_rate", "loss")},
+                   "predictions": f"truncation/{name}"}
+    cache = session.settings.state_cache
     result = {"run": str(run), "variant": cfg.variant, "split": split, "checkpoint": ckpt.name,
               "samples": state["cursor"]["samples"], "tail": tail, "trained_fraction": cfg.transplant.fraction,
-              "fractions": rows, "_provenance": stamp()}
+              "fractions": [rows[f] for f in dict.fromkeys(fractions)],
+              "arguer_cache": None if cache is None else dataclasses.asdict(cache.stats), "_provenance": stamp()}
     rundir.atomic_write_text(run / "truncation.json", json.dumps(result, indent=1))
     try:
         plot_truncation(result, run / "truncation.png")

@@ -32,5 +32,9 @@ def run_truncation_command(args) -> int:
         ci = f"[{100 * r['f_c_ci_low']:.1f}%, {100 * r['f_c_ci_high']:.1f}%]"
         auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}"
         print(f"   fraction {r['fraction']:g}: f_c {100 * r['f_c']:.1f}% {ci}  AUROC {auroc}  n {r['n']}")
+    if result.get("arguer_cache"):
+        from cot_transplant.train.state_cache import CacheStats
+
+        print(f"   {CacheStats(**result['arguer_cache']).line()}")
     print(f"written {Path(result['run']) / 'truncation.json'}, truncation.png")
     return 0

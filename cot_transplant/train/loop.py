@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import resource
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -184,7 +185,11 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
     if not dist.main:
         return {}
     log.close()
-    return finish_run(run, cfg, time.time() - clock.start, interrupted=stop.requested, counters=asdict(cursor))
+    cache = session.settings.state_cache
+    if cache is not None and cache.stats.hits + cache.stats.misses:
+        print(f"cot-transplant: {cache.stats.line()}", file=sys.stderr)
+    return finish_run(run, cfg, time.time() - clock.start, interrupted=stop.requested, counters=asdict(cursor),
+                      arguer_cache=None if cache is None else asdict(cache.stats))
 
 
 def _evaluate_splits(session: Session, samples: int, run: Path, log, dist: Dist) -> None:

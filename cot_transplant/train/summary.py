@@ -70,9 +70,13 @@ def fmt_pct(x) -> str:
     return "  n/a" if x is None else f"{100 * x:5.1f}%"
 
 
-def finish_run(run: Path, cfg: Config, wall: float, interrupted: bool = False, counters: dict | None = None) -> dict:
-    """Write summary.json (`summarize`, the wall time, counters, outputs, provenance); returns it."""
+def finish_run(run: Path, cfg: Config, wall: float, interrupted: bool = False, counters: dict | None = None,
+               arguer_cache: dict | None = None) -> dict:
+    """Write summary.json (`summarize`, the wall time, counters, the arguer state cache's stats where a cache was
+    on, outputs, provenance); returns it."""
     summary = summarize(run)
+    if arguer_cache is not None:
+        summary["arguer_cache"] = arguer_cache
     summary.update(wall_s=wall, interrupted=interrupted, variant=cfg.variant,
                    counters={k: v for k, v in (counters or {}).items() if k in ("nonfinite_total", "oom")},
                    outputs={"config": str(run / "config.yaml"), "metrics": str(run / "metrics.jsonl"),

@@ -121,8 +121,12 @@ def test_truncation_at_one_is_the_plain_evaluation(tmp_path, tiny_cfg, tiny_trai
     plain = rundir.read_predictions(run / "predictions" / "test-4.csv")
 
     assert main(["truncation", str(run), "--fractions", "0.25,1"]) == 0
-    assert "fraction 0.25" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fraction 0.25" in out and "as prefixes of longer spans" in out
     result = json.loads((run / "truncation.json").read_text())
+    # Fraction 1 runs first and computes every batch; fraction 0.25 reads the first tokens of those states.
+    cache = result["arguer_cache"]
+    assert cache["misses"] == cache["hits"] == cache["prefix_hits"] >= 1 and cache["stored_rows"] == 3
     assert (result["split"], result["checkpoint"], result["samples"], result["tail"]) == ("test", "step-1", 4, "text")
     assert [r["fraction"] for r in result["fractions"]] == [0.25, 1.0]
     for r in result["fractions"]:
@@ -132,6 +136,17 @@ def test_truncation_at_one_is_the_plain_evaluation(tmp_path, tiny_cfg, tiny_trai
     at = {r["fraction"]: rundir.read_predictions(run / r["predictions"]) for r in result["fractions"]}
     assert at[1.0] == plain  # the same rows and the same probabilities, to the last bit
     assert at[0.25]["p_cand1"] != plain["p_cand1"]
+
+    uncached = tmp_path / "uncached"  # the same study with the cache off: the same numbers up to rounding
+    shutil.copytree(run, uncached)
+    config = uncached / "config.yaml"
+    assert "arguer_cache_gib: 4" in config.read_text()
+    config.write_text(config.read_text().replace("arguer_cache_gib: 4", "arguer_cache_gib: 0", 1))
+    recomputed = truncation(uncached, [0.25, 1.0])
+    assert recomputed["arguer_cache"] is None
+    for r in recomputed["fractions"]:
+        got = rundir.read_predictions(uncached / r["predictions"])
+        assert got["p_cand1"] == pytest.approx(at[r["fraction"]]["p_cand1"], rel=1e-5, abs=1e-7)
 
     hidden = truncation(run, [0.25, 1.0], tail="hidden")
     hidden_at = {r["fraction"]: rundir.read_predictions(run / r["predictions"]) for r in hidden["fractions"]}

@@ -1,6 +1,7 @@
 """The arguer state cache: where it applies, bit-for-bit equal steps, invalidation, the size limit, a whole run."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -103,8 +104,55 @@ def test_a_frozen_arguer_run_is_the_same_with_and_without_the_cache(tiny_rows, t
         train(tiny_cfg(f"run.dir={tmp_path}", f"run.name={name}", "variant=frozen-arguer", "train.epochs=2",
                        "train.max_samples=16", "eval.splits=[val]", f"train.arguer_cache_gib={gib}"))
         runs[name] = [x for x in rundir.read_metrics(tmp_path / name) if x.get("kind") in ("eval", "train")]
+    cache = json.loads((tmp_path / "cached" / "summary.json").read_text())["arguer_cache"]
+    assert cache["hits"] > 0 and cache["stored_rows"] > 0  # the run's summary says what the cache served
+    assert "arguer_cache" not in json.loads((tmp_path / "plain" / "summary.json").read_text())
     assert len(runs["cached"]) == len(runs["plain"]) >= 4
     for a, b in zip(runs["cached"], runs["plain"]):
         for key in a:
             if key.endswith(("loss", "f_c")):
                 assert a[key] == pytest.approx(b[key], rel=1e-6), key
+
+
+def _cut(session, fraction, n=2):
+    from cot_transplant.train.batches import collate
+
+    ex = sorted(session.examples["train"], key=lambda e: e.n_tokens)
+    return collate([ex[0], ex[-1]][:n], session.tokenizer.pad_token_id, fraction)
+
+
+def test_cut_spans_are_served_as_prefixes_of_stored_whole_spans(tiny_rows):
+    session = _session(tiny_rows)
+    s = _cached(session)
+    plain = dataclasses.replace(s, state_cache=None)
+    session.model.eval()
+    whole, half = _cut(session, 1.0), _cut(session, 0.5)
+    assert row_keys(whole) == row_keys(half)  # the key leaves out where each candidate's span ends
+    with torch.no_grad():
+        fastpath.forward(session.model, whole, s)
+        served = fastpath.forward(session.model, half, s)
+        stats = s.state_cache.stats
+        assert (stats.misses, stats.hits, stats.prefix_hits, stats.stored_rows) == (1, 1, 1, 2)
+        recomputed = fastpath.forward(session.model, half, plain)
+    assert served[3].kv.lengths == recomputed[3].kv.lengths
+    for key, t in recomputed[3].kv.tensors.items():  # the first tokens of the whole spans, up to rounding
+        torch.testing.assert_close(served[3].kv.tensors[key], t, rtol=1e-5, atol=1e-5)
+    for a, b in zip(served[:3], recomputed[:3]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert "1 of 2 batches served (50%; 1 as prefixes" in stats.line()
+
+
+def test_a_row_stored_cut_is_replaced_by_its_longer_spans_and_never_served_short(tiny_rows):
+    session = _session(tiny_rows)
+    s = _cached(session)
+    session.model.eval()
+    with torch.no_grad():
+        fastpath.forward(session.model, _cut(session, 0.5), s)
+        size = s.state_cache.stats.bytes
+        longer = fastpath.forward(session.model, _cut(session, 1.0), s)  # a miss: the stored spans are shorter
+        stats = s.state_cache.stats
+        assert (stats.misses, stats.hits, stats.stored_rows, len(s.state_cache)) == (2, 0, 4, 2)
+        assert stats.bytes > size and stats.bytes == sum(t.numel() * 4 for t in longer[3].kv.tensors.values())
+        again = fastpath.forward(session.model, _cut(session, 1.0), s)
+        assert (stats.hits, stats.prefix_hits) == (1, 0)  # the stored lengths: bit for bit
+        assert all(torch.equal(a, b) for a, b in zip(again[:3], longer[:3]))
