@@ -317,17 +317,27 @@ def test_uniform_dropout_keeps_with_probability_1_minus_p_and_rescales():
     assert fastpath.UniformDropout(0.0)(x) is x
 
 
-def test_uniforms_follow_torch_seed_and_lie_on_the_float32_grid():
+def test_threshold_is_p_on_the_32_bit_grid():
+    assert fastpath.threshold(0.25) == 2 ** 30  # draws 0 .. 2^30 - 1 drop: exactly a quarter of 2^32
+    assert fastpath.threshold(0.5) == 2 ** 31
+    assert fastpath.threshold(0.0) == 0  # nothing is below 0: every element kept
+    assert fastpath.threshold(0.05) == 214748365  # 0.05 * 2^32 = 214748364.8, rounded
+    assert abs(fastpath.threshold(0.05) / 2 ** 32 - 0.05) <= 2 ** -33
+
+
+def test_keep_masks_follow_torch_seed_and_keep_1_minus_p():
     torch.manual_seed(5)
-    a = fastpath.uniform(torch.Size([3, 50_000]), torch.device("cpu"))
-    b = fastpath.uniform(torch.Size([3, 50_000]), torch.device("cpu"))
+    a = fastpath.keep_mask(torch.Size([3, 50_001]), 0.3, torch.device("cpu"))  # odd count: a half draw is unused
+    b = fastpath.keep_mask(torch.Size([3, 50_001]), 0.3, torch.device("cpu"))
     torch.manual_seed(5)
-    again = fastpath.uniform(torch.Size([3, 50_000]), torch.device("cpu"))
-    assert a.shape == (3, 50_000) and a.dtype == torch.float32
+    again = fastpath.keep_mask(torch.Size([3, 50_001]), 0.3, torch.device("cpu"))
+    assert a.shape == (3, 50_001) and a.dtype == torch.bool
     assert torch.equal(a, again) and not torch.equal(a, b)  # torch's generator state decides the draws
-    assert 0 <= a.min() and a.max() < 1
-    assert torch.equal(a * 2 ** 24, (a * 2 ** 24).floor())  # multiples of 2^-24, as torch.rand
-    assert abs(a.mean().item() - 0.5) < 0.005 and abs(a.var().item() - 1 / 12) < 0.002
+    # Binomial(150k, 0.7): sd ~ 0.0012; 0.006 is five of them. Rows and columns both near 0.7 (no stripes).
+    assert abs(a.float().mean().item() - 0.7) < 0.006
+    assert (a.float().mean(1) - 0.7).abs().max() < 0.01
+    assert abs(a[:, ::2].float().mean().item() - 0.7) < 0.01 and abs(a[:, 1::2].float().mean().item() - 0.7) < 0.01
+    assert bool(fastpath.keep_mask(torch.Size([1000]), 0.0, torch.device("cpu")).all())
 
 
 def test_fast_path_swaps_lora_dropout_only_for_its_step(tiny_rows):
@@ -362,6 +372,22 @@ def test_fast_path_swaps_lora_dropout_only_for_its_step(tiny_rows):
             d.p = 0.0
         undropped = fastpath.forward(model, batch, settings)[0]
     torch.testing.assert_close(evaluated, undropped, rtol=0, atol=0)
+
+
+def test_lora_dropout_sites_are_remembered_until_the_adapters_change(tiny_rows):
+    from peft import LoraConfig
+
+    model = _session(tiny_rows, "lora.dropout=0.3").model
+    sites = fastpath.lora_dropout_sites(model)
+    walked = [(d, n) for m in model.modules() if isinstance(d := getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+              for n in d]
+    assert [(id(d), n) for d, n in sites] == [(id(d), n) for d, n in walked] and sites
+    assert fastpath.lora_dropout_sites(model) is sites  # the same model and adapters: no new walk
+    model.add_adapter("extra", LoraConfig(r=2, target_modules=["q_proj"], lora_dropout=0.1))
+    grown = fastpath.lora_dropout_sites(model)
+    assert grown is not sites and {n for _, n in grown} == {n for _, n in sites} | {"extra"}
+    with fastpath.uniform_lora_dropout(model):  # the new adapter's dropouts are swapped too
+        assert all(isinstance(d[n], fastpath.UniformDropout) for d, n in grown if n == "extra")
 
 
 def test_fast_path_dropout_masks_survive_gradient_checkpointing(tiny_rows):

@@ -25,13 +25,14 @@ any `transplant.fraction`), to Llama, Mistral and Qwen2 with eager or sdpa atten
 within a sliding window if the model has one (`blocker`), for the variants `select.py` allows.
 Elsewhere the reference runs, and `select.py` says why.
 With LoRA dropout > 0 the shared prefix draws one dropout mask for both candidates (the
-reference draws two), and masks come from one float32 uniform per element (`UniformDropout`,
-numpy's PCG64 seeded from torch's generator) instead of `bernoulli_`: the same distribution,
+reference draws two), and masks come from one 32-bit draw per element (`UniformDropout`,
+numpy's SFC64 seeded from torch's generator) instead of `bernoulli_`: the same distribution,
 not the same random numbers.
 """
 
 from cot_transplant.train.fastpath.attention import chunked_attention
-from cot_transplant.train.fastpath.dropout import UniformDropout, uniform, uniform_lora_dropout
+from cot_transplant.train.fastpath.dropout import (UniformDropout, keep_mask, lora_dropout_sites, threshold,
+                                                   uniform_lora_dropout)
 from cot_transplant.train.fastpath.plan import attention_chunks, fast_shapes, pack_arguer, plan_chooser
 from cot_transplant.train.fastpath.step import blocker, forward, train_forward_backward
 from cot_transplant.train.step import StepSettings
@@ -40,4 +41,5 @@ from cot_transplant.train.step import StepSettings
 CHUNK, GAP = StepSettings.fast_block, StepSettings.fast_gap
 
 __all__ = ["CHUNK", "GAP", "UniformDropout", "attention_chunks", "blocker", "chunked_attention", "fast_shapes",
-           "forward", "pack_arguer", "plan_chooser", "train_forward_backward", "uniform", "uniform_lora_dropout"]
+           "forward", "keep_mask", "lora_dropout_sites", "pack_arguer", "plan_chooser", "threshold",
+           "train_forward_backward", "uniform_lora_dropout"]
