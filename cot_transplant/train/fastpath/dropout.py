@@ -21,9 +21,10 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
 
     On CPU each element is one 32-bit half of numpy's SFC64 output, compared with `threshold(p)`:
     a (1, 230, 576) mask took 150-160 us here (1.2 ns an element), against 310-320 for the float32
-    uniforms from PCG64 that this replaced, and `torch.rand` 3.5-5 ns an element. The SFC64 seed is drawn from torch's default generator,
-    so `torch.manual_seed`, the RNG state that checkpoints save, and the state that gradient
-    checkpointing restores for its recompute all govern the draws, as they govern `torch.rand`'s.
+    uniforms from PCG64 that this replaced (`torch.rand`: 3.5-5 ns an element). The SFC64 seed is
+    drawn from torch's default generator, so `torch.manual_seed`, the RNG state that checkpoints
+    save, and the state that gradient checkpointing restores for its recompute all govern the
+    draws, as they govern `torch.rand`'s.
     Elsewhere: `torch.rand(shape) >= p`.
     """
     if device.type != "cpu":
@@ -64,7 +65,7 @@ def _adapters(model) -> tuple:
 def lora_dropout_sites(model) -> list[tuple[torch.nn.ModuleDict, str]]:
     """Every LoRA layer's dropout as (its `lora_dropout` ModuleDict, adapter name).
 
-    One walk of the model's modules (about 9 ms for SmolLM2 with two adapters), remembered per model
+    One walk of the model's modules (about 9 ms for SmolLM2 with its adapters), remembered per model
     until its set of adapters changes (peft's `peft_config`).
     """
     known = _SITES.get(model)
