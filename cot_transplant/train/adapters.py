@@ -9,6 +9,7 @@ that plays a role, so the step code reads the same for both layouts.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import torch
@@ -101,3 +102,29 @@ def load_adapter_weights(model, name: str, path: str) -> None:
     if not file.is_file():
         raise UserError(f"lora.init_adapter: {file} not found; give a directory saved by peft's save_pretrained")
     load_adapter_state(model, name, load_file(str(file)))
+
+
+# model -> ((adapter names), [(ModuleDict, name)]): the LoRA dropouts found by the last walk of that model.
+_SITES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _adapters(model) -> tuple:
+    """The adapter names of `model` and of its direct children (a `ModelPair`'s two peft models)."""
+    return tuple(sorted((i, n) for i, m in enumerate((model, *model.children()))
+                        for n in (getattr(m, "peft_config", None) or {})))
+
+
+def lora_dropout_sites(model) -> list[tuple[torch.nn.ModuleDict, str]]:
+    """Every LoRA layer's dropout as (its `lora_dropout` ModuleDict, adapter name).
+
+    One walk of the model's modules (about 9 ms for SmolLM2 with its adapters), remembered per model
+    until its set of adapters changes (peft's `peft_config`, its own or a `ModelPair`'s models').
+    """
+    known = _SITES.get(model)
+    if known is not None and known[0] == _adapters(model):
+        return known[1]
+    sites = [(dropouts, name) for module in model.modules()
+             if isinstance(dropouts := getattr(module, "lora_dropout", None), torch.nn.ModuleDict)
+             for name in dropouts]
+    _SITES[model] = (_adapters(model), sites)
+    return sites

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cot_transplant.train.adapters import adapter_params, role_model, roles, trainable
+from cot_transplant.train.adapters import adapter_params, lora_dropout_sites, role_model, roles, trainable
 from cot_transplant.train.batches import Batch
 from cot_transplant.transplant import SpanStates, TransplantSpec
 
@@ -54,8 +54,7 @@ class CacheStats:
 
 
 def _lora_dropouts(model, name: str) -> list[float]:
-    return [float(getattr(d[name], "p", 0.0)) for m in model.modules()
-            if isinstance(d := getattr(m, "lora_dropout", None), torch.nn.ModuleDict) and name in d]
+    return [float(getattr(d[name], "p", 0.0)) for d, n in lora_dropout_sites(model) if n == name and name in d]
 
 
 def applies(model, variant: str) -> bool:

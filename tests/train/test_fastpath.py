@@ -7,7 +7,7 @@ import torch
 
 from cot_transplant.config import VARIANTS
 from cot_transplant.train import fastpath, select, step
-from cot_transplant.train.adapters import adapter_params, trainable
+from cot_transplant.train.adapters import adapter_params, lora_dropout_sites, trainable
 from cot_transplant.train.batches import collate
 from cot_transplant.train.fastpath.plan import attention_chunks, pack_arguer, plan_chooser
 from cot_transplant.train.setup import setup
@@ -378,13 +378,13 @@ def test_lora_dropout_sites_are_remembered_until_the_adapters_change(tiny_rows):
     from peft import LoraConfig
 
     model = _session(tiny_rows, "lora.dropout=0.3").model
-    sites = fastpath.lora_dropout_sites(model)
+    sites = lora_dropout_sites(model)
     walked = [(d, n) for m in model.modules() if isinstance(d := getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
               for n in d]
     assert [(id(d), n) for d, n in sites] == [(id(d), n) for d, n in walked] and sites
-    assert fastpath.lora_dropout_sites(model) is sites  # the same model and adapters: no new walk
+    assert lora_dropout_sites(model) is sites  # the same model and adapters: no new walk
     model.add_adapter("extra", LoraConfig(r=2, target_modules=["q_proj"], lora_dropout=0.1))
-    grown = fastpath.lora_dropout_sites(model)
+    grown = lora_dropout_sites(model)
     assert grown is not sites and {n for _, n in grown} == {n for _, n in sites} | {"extra"}
     with fastpath.uniform_lora_dropout(model):  # the new adapter's dropouts are swapped too
         assert all(isinstance(d[n], fastpath.UniformDropout) for d, n in grown if n == "extra")

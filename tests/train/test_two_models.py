@@ -9,7 +9,7 @@ from cot_transplant.cli import main
 from cot_transplant.errors import UserError
 from cot_transplant.models import build_tiny, load_tokenizer
 from cot_transplant.train import rundir
-from cot_transplant.train.adapters import ModelPair, adapter_params
+from cot_transplant.train.adapters import ModelPair, adapter_params, lora_dropout_sites
 from cot_transplant.train.batches import collate
 from cot_transplant.train.loop import make_optimizer, train
 from cot_transplant.train.setup import setup
@@ -42,6 +42,16 @@ def test_two_bases_each_hold_one_adapter(tiny_rows, saved):
     a = pair.arguer_model.get_base_model().model.layers[0].self_attn.k_proj.base_layer.weight
     c = pair.chooser_model.get_base_model().model.layers[0].self_attn.k_proj.base_layer.weight
     assert not torch.equal(a, c)
+
+
+def test_lora_dropout_sites_of_a_pair_are_found_again_when_either_model_gains_an_adapter(tiny_rows, saved):
+    from peft import LoraConfig
+
+    pair = setup(two(saved, "lora.dropout=0.3")).model
+    sites = lora_dropout_sites(pair)
+    assert {n for _, n in sites} == {"arguer", "chooser"} and lora_dropout_sites(pair) is sites
+    pair.chooser_model.add_adapter("extra", LoraConfig(r=2, target_modules=["q_proj"], lora_dropout=0.1))
+    assert {n for _, n in lora_dropout_sites(pair)} == {"arguer", "chooser", "extra"}
 
 
 def test_one_name_for_both_roles_keeps_one_base(tiny_rows):

@@ -31,8 +31,7 @@ not the same random numbers.
 """
 
 from cot_transplant.train.fastpath.attention import chunked_attention
-from cot_transplant.train.fastpath.dropout import (UniformDropout, keep_mask, lora_dropout_sites, threshold,
-                                                   uniform_lora_dropout)
+from cot_transplant.train.fastpath.dropout import UniformDropout, keep_mask, threshold, uniform_lora_dropout
 from cot_transplant.train.fastpath.plan import attention_chunks, fast_shapes, pack_arguer, plan_chooser
 from cot_transplant.train.fastpath.step import blocker, forward, train_forward_backward
 from cot_transplant.train.step import StepSettings
@@ -41,5 +40,5 @@ from cot_transplant.train.step import StepSettings
 CHUNK, GAP = StepSettings.fast_block, StepSettings.fast_gap
 
 __all__ = ["CHUNK", "GAP", "UniformDropout", "attention_chunks", "blocker", "chunked_attention", "fast_shapes",
-           "forward", "keep_mask", "lora_dropout_sites", "pack_arguer", "plan_chooser", "threshold",
+           "forward", "keep_mask", "pack_arguer", "plan_chooser", "threshold",
            "train_forward_backward", "uniform_lora_dropout"]

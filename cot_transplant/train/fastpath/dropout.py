@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
 import torch
+
+from cot_transplant.train.adapters import lora_dropout_sites
 
 
 def threshold(p: float) -> int:
@@ -52,30 +53,6 @@ class UniformDropout(torch.nn.Module):
             return x
         keep = keep_mask(x.shape, self.p, x.device).to(x.dtype).mul_(1.0 / (1.0 - self.p))  # 1/(1-p) or 0
         return x * keep
-
-
-# model -> ((adapter names), [(ModuleDict, name)]): the LoRA dropouts found by the last walk of that model.
-_SITES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _adapters(model) -> tuple:
-    return tuple(sorted(getattr(model, "peft_config", {}) or {}))
-
-
-def lora_dropout_sites(model) -> list[tuple[torch.nn.ModuleDict, str]]:
-    """Every LoRA layer's dropout as (its `lora_dropout` ModuleDict, adapter name).
-
-    One walk of the model's modules (about 9 ms for SmolLM2 with its adapters), remembered per model
-    until its set of adapters changes (peft's `peft_config`).
-    """
-    known = _SITES.get(model)
-    if known is not None and known[0] == _adapters(model):
-        return known[1]
-    sites = [(dropouts, name) for module in model.modules()
-             if isinstance(dropouts := getattr(module, "lora_dropout", None), torch.nn.ModuleDict)
-             for name in dropouts]
-    _SITES[model] = (_adapters(model), sites)
-    return sites
 
 
 @contextmanager
