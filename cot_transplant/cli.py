@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "cot_transplant.commands.sweep",
     "cot_transplant.commands.truncation",
     "cot_transplant.commands.bench",
+    "cot_transplant.commands.plan",
     "cot_transplant.commands.report",
     "cot_transplant.commands.results",
 )

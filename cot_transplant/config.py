@@ -19,6 +19,7 @@ VARIANTS = ("joint", "frozen-arguer", "text-only", "shared", "shuffled-kv", "swa
             "adversarial")
 RESIDUAL_DTYPES = ("float64",)
 DONORS = ("random", "length-matched")
+LOGGERS = ("tensorboard", "wandb", "mlflow")
 
 
 @dataclass
@@ -53,6 +54,8 @@ class ModelConfig:
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2 (CUDA + flash-attn only)
     load_in_8bit: bool = False  # bitsandbytes 8-bit base (the original's 7B setting; CUDA only)
     load_in_4bit: bool = False  # bitsandbytes 4-bit base (CUDA only)
+    bnb_4bit_quant_type: str = "nf4"  # 4-bit: nf4 (QLoRA's, better for normal weights) | fp4
+    bnb_4bit_compute_dtype: str = "bf16"  # 4-bit: the dtype its matmuls run in; bf16 (fast, safe range) | fp16 | fp32
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     trust_remote_code: bool = False  # run model code from the hub; only for models you trust
     device: str = "auto"  # auto | cpu | cuda
@@ -111,6 +114,9 @@ class TrainConfig:
     log_every: int = 1  # optimizer steps between train log lines
     max_nonfinite: int = 5  # consecutive non-finite losses that stop the run
     oom_split: bool = False  # on out-of-memory, retry the sub-batch split in half (else count and skip)
+    # Dynamic loss scaling over both backward phases (scale grows, backs off on inf/nan, skipped steps counted):
+    # auto = on for model.dtype fp16 (whose small gradients underflow to 0 without it), off otherwise | on | off
+    loss_scaling: str | bool = "auto"
     fast_path: str | bool = "auto"  # auto: the exact fast path where it applies (docs/fastpath.md) | off: reference
     # Fast path attention in blocks of this many queries over only the keys they see: less work on long rows;
     # 0 runs one call of the model's own attention over the whole pattern (every pair, more memory).
@@ -125,6 +131,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.fast_path, bool):  # YAML reads a bare `off` as false (and `on` as true)
             self.fast_path = "auto" if self.fast_path else "off"
+        if isinstance(self.loss_scaling, bool):
+            self.loss_scaling = "on" if self.loss_scaling else "off"
 
 
 @dataclass
@@ -151,8 +159,17 @@ class CheckpointConfig:
 class RunConfig:
     name: str | None = None  # run directory name; default <config stem>-<variant>-<time>
     dir: str | None = None  # parent directory; default ./runs
-    tensorboard: bool = True  # also write TensorBoard events
+    # Where metrics.jsonl is mirrored (docs/tracking.md): tensorboard | wandb | mlflow; the last two are optional
+    # extras (pip install 'cot-transplant[wandb]') and write offline inside the run dir unless the environment says
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    tensorboard: bool | None = None  # older spelling: false drops tensorboard from run.loggers, true adds it
     progress: bool = True  # tqdm progress bars
+
+    def __post_init__(self) -> None:
+        if self.tensorboard is not None:  # folded into run.loggers, so the resolved config says it once
+            others = [name for name in self.loggers if name != "tensorboard"]
+            self.loggers = ["tensorboard", *others] if self.tensorboard else others
+            self.tensorboard = None
 
 
 @dataclass
@@ -201,9 +218,17 @@ def validate(cfg: Config) -> None:
         (cfg.eval.every >= 1, "eval.every", "must be >= 1"),
         (set(cfg.eval.splits) <= {"val", "test"}, "eval.splits", "may hold only 'val' and 'test'"),
         (cfg.checkpoint.every >= 1 and cfg.checkpoint.keep >= 1, "checkpoint.every", "every and keep must be >= 1"),
+        (set(cfg.run.loggers) <= set(LOGGERS) and len(set(cfg.run.loggers)) == len(cfg.run.loggers), "run.loggers",
+         f"may hold each of {', '.join(LOGGERS)} once"),
         (cfg.model.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda"),
         (not (cfg.model.load_in_8bit and cfg.model.load_in_4bit), "model.load_in_8bit",
          "choose one of load_in_8bit and load_in_4bit"),
+        (cfg.model.bnb_4bit_quant_type in ("nf4", "fp4"), "model.bnb_4bit_quant_type", "must be nf4 or fp4"),
+        (cfg.model.bnb_4bit_compute_dtype in ("bf16", "fp16", "fp32"), "model.bnb_4bit_compute_dtype",
+         "must be bf16, fp16 or fp32"),
+        (cfg.train.loss_scaling in ("auto", "on", "off"), "train.loss_scaling", "must be auto, on or off"),
+        (not (cfg.model.dtype in ("fp16", "float16") and cfg.train.loss_scaling == "off"), "train.loss_scaling",
+         "off with model.dtype=fp16 lets small gradients underflow to 0 silently; use auto/on, or model.dtype=bf16"),
         (cfg.model.residual_dtype in (None, *RESIDUAL_DTYPES), "model.residual_dtype",
          "must be empty (the model's own dtype) or 'float64'"),
         (cfg.variant != "shared" or (cfg.arguer.model or cfg.model.name) == (cfg.chooser.model or cfg.model.name),

@@ -190,9 +190,39 @@ DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16
           "fp16": "float16", "float16": "float16", "fp64": "float64", "float64": "float64"}
 
 
+def local_rank() -> int:
+    """This process's GPU index under `accelerate launch` / torchrun (`LOCAL_RANK`), 0 alone."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def quantized_load_kwargs(load_in_8bit: bool, load_in_4bit: bool, rank: int, quant_type: str = "nf4",
+                          compute_dtype: str = "bf16") -> dict:
+    """`from_pretrained` arguments of a bitsandbytes base for the process on GPU `rank`.
+
+    Each process loads its own copy onto its own GPU (a quantized model cannot be moved with `.to()`
+    afterwards); 4-bit is QLoRA's nf4 with bf16 compute unless told otherwise (bitsandbytes' own
+    defaults, fp4 with fp32 compute, are slower and less accurate).
+    """
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if load_in_4bit:
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                                   bnb_4bit_compute_dtype=getattr(torch, DTYPES[compute_dtype]))
+    else:
+        quant = BitsAndBytesConfig(load_in_8bit=load_in_8bit)
+    return {"quantization_config": quant, "device_map": {"": rank}}
+
+
+def is_quantized(model) -> bool:
+    """True for a bitsandbytes (or other transformers-quantized) model: it stays where it was loaded."""
+    return bool(getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False)
+                or getattr(model, "hf_quantizer", None) is not None or getattr(model, "is_quantized", False))
+
+
 def load_model(name: str | None = None, *, dtype: str = "fp32", attn_implementation: str | None = None,
                load_in_8bit: bool = False, load_in_4bit: bool = False, trust_remote_code: bool = False,
-               seed: int = 0, vocab_size: int | None = None):
+               seed: int = 0, vocab_size: int | None = None, quant_type: str = "nf4", compute_dtype: str = "bf16"):
     """Load a causal LM by spec: 'smollm2' (bundled), a local dir, a hub id, or 'tiny-<family>'.
 
     Raises:
@@ -205,6 +235,9 @@ def load_model(name: str | None = None, *, dtype: str = "fp32", attn_implementat
         raise UserError(f"model.dtype: '{dtype}' is not one of {sorted(set(DTYPES))}")
     torch_dtype = getattr(torch, DTYPES[dtype])
     if name in TINY_FAMILIES:
+        if load_in_8bit or load_in_4bit:
+            raise UserError(f"model.name: {name} is built in memory and cannot be loaded quantized; save it with "
+                            "save_pretrained and give its directory, or set load_in_8bit/load_in_4bit to false")
         if vocab_size is None:
             vocab_size = len(load_tokenizer(DEFAULT_MODEL))
         return build_tiny(name, vocab_size, seed=seed).to(torch_dtype)
@@ -222,11 +255,9 @@ def load_model(name: str | None = None, *, dtype: str = "fp32", attn_implementat
         if not torch.cuda.is_available():
             raise UserError(f"model.{which}: bitsandbytes quantization needs a CUDA GPU; set it to false on CPU")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise UserError(f"model.{which}: needs the bitsandbytes package (`pip install bitsandbytes`)")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit)
-        kwargs["device_map"] = {"": 0}
+            raise UserError(f"model.{which}: needs the bitsandbytes package (`pip install bitsandbytes`, "
+                            "or the `gpu` extra)")
+        kwargs.update(quantized_load_kwargs(load_in_8bit, load_in_4bit, local_rank(), quant_type, compute_dtype))
     path = resolve_model_path(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

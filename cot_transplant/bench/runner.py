@@ -163,13 +163,6 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> int | None:
     return mem.peak
 
 
-def _to(batch: Batch, device: torch.device) -> Batch:
-    if device.type == "cpu":
-        return batch
-    tensors = ("labels", "argument_choice", "chooser_ids", "chooser_mask", "arguer_ids", "arguer_mask")
-    return dataclasses.replace(batch, **{k: getattr(batch, k).to(device) for k in tensors})
-
-
 @dataclass
 class Source:
     """One set of rows and the batches made of them."""
@@ -196,7 +189,7 @@ def make_source(name: str, records: list[Record], opts: BenchOptions, cfg: Confi
     pad = tokenizer.pad_token_id
 
     def batches(size: int) -> list[Batch]:
-        return [_to(collate(examples[i: i + size], pad, cfg.transplant.fraction), device)
+        return [collate(examples[i: i + size], pad, cfg.transplant.fraction, device)
                 for i in range(0, len(examples), size)]
 
     train = batches(cfg.train.batch_size)

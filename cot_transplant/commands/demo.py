@@ -54,7 +54,7 @@ def run_demo(overrides: list[str], out: str = "runs") -> dict:
         print(f"[{i + 1}/3] training `{variant}`", flush=True)
         cfg = load_config(base=base, overrides=[*overrides, f"variant={variant}", f"run.dir={root}",
                                                  f"run.name={variant}"])
-        results[variant] = report_run(train(cfg, config_path=str(demo_config_path())))
+        results[variant] = train(cfg, config_path=str(demo_config_path()), report=report_run)
     print("[3/3] curves and summary", flush=True)
     plot_curves([root / "joint", root / "text-only"], root / "curves.png", title="demo: joint vs text-only")
     a, b = results["joint"]["test_at_chosen"], results["text-only"]["test_at_chosen"]

@@ -57,12 +57,12 @@ def run_train(args) -> int:
             cfg = extended_config(cfg, extend)
             if int(os.environ.get("RANK", "0")) == 0:  # one writer under `accelerate launch`
                 rundir.write_config(run, cfg)
-        report(train(cfg, resume=run))
+        train(cfg, resume=run, report=report)
         return 0
     if not args.config:
         raise UserError("train needs a CONFIG file (e.g. configs/demo.yaml) or --resume RUN_DIR")
     cfg = load_config(args.config, args.overrides)
-    report(train(cfg, config_path=args.config))
+    train(cfg, config_path=args.config, report=report)
     return 0
 
 

@@ -9,6 +9,8 @@ that plays a role, so the step code reads the same for both layouts.
 
 from __future__ import annotations
 
+import copy
+import json
 import weakref
 from pathlib import Path
 
@@ -95,13 +97,51 @@ def load_adapter_state(model, name: str, state: dict[str, torch.Tensor]) -> None
 
 
 def load_adapter_weights(model, name: str, path: str) -> None:
-    """Load a saved peft adapter directory (adapter_model.safetensors) into adapter `name`."""
+    """Load a saved peft adapter directory (adapter_model.safetensors, and adapter_config.json where there)
+    into adapter `name`: one saved by peft's save_pretrained, or a run's (a checkpoint's `chooser/`).
+
+    Raises:
+        UserError: no weights file, or an adapter_config.json whose rank or alpha differ from this run's (the
+            weights would not fit, or would act scaled).
+    """
     from safetensors.torch import load_file
 
     file = Path(path) / "adapter_model.safetensors"
     if not file.is_file():
-        raise UserError(f"lora.init_adapter: {file} not found; give a directory saved by peft's save_pretrained")
+        raise UserError(f"lora.init_adapter: {file} not found; give a directory saved by peft's save_pretrained "
+                        "or a run's (e.g. runs/<name>/chosen/chooser)")
+    config = Path(path) / "adapter_config.json"
+    if config.is_file():
+        saved, ours = json.loads(config.read_text(encoding="utf-8")), role_model(model, name).peft_config[name]
+        for key, ours_key in (("r", "r"), ("lora_alpha", "alpha")):
+            if key in saved and saved[key] != getattr(ours, key):
+                raise UserError(f"lora.init_adapter: {path} has {key}={saved[key]}, this run lora.{ours_key}="
+                                f"{getattr(ours, key)}; set lora.{ours_key}={saved[key]}")
     load_adapter_state(model, name, load_file(str(file)))
+
+
+def base_reference(model, name: str, fallback: str) -> str:
+    """The base of adapter `name` as `from_pretrained` takes it: an absolute directory (a local model, the
+    bundled model's cache entry) or a hub id; `fallback` (our model name) for a base built in code (tiny-*)."""
+    path = role_model(model, name).get_base_model().name_or_path
+    if not path:
+        return fallback
+    return str(Path(path).resolve()) if Path(path).is_dir() else path
+
+
+def save_peft_config(model, name: str, out: Path, model_name: str, about: dict | None = None) -> None:
+    """Adapter `name`'s adapter_config.json in `out`, as peft's save_pretrained writes it but with the base named
+    as `base_reference` names it; beside it, cot-transplant.json: `model_name` (the config's name for the base,
+    e.g. smollm2) and `about`. With adapter_model.safetensors (`adapter_state`), `PeftModel.from_pretrained(base,
+    out)` loads the directory.
+    """
+    config = copy.deepcopy(role_model(model, name).peft_config[name])
+    config.base_model_name_or_path = base_reference(model, name, model_name)
+    config.inference_mode = True  # as peft's own save_pretrained writes it
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(out))
+    (out / "cot-transplant.json").write_text(json.dumps({"adapter": name, "model": model_name, **(about or {})},
+                                                        indent=1), encoding="utf-8")
 
 
 # model -> ((adapter names), [(ModuleDict, name)]): the LoRA dropouts found by the last walk of that model.

@@ -23,18 +23,22 @@ import torch
 
 from cot_transplant.train.adapters import adapter_params, role_model, roles
 from cot_transplant.train.batches import Batch
-from cot_transplant.train.step import StepSettings, _arguer_pass, _last_logits, loss_and_probs
+from cot_transplant.train.step import StepSettings, _arguer_pass, _last_logits, finite, loss_and_probs, on_model
 from cot_transplant.transplant import SpanStates, active_adapter, backward_from_states, capture_kv, inject_kv
 
 
 def towards_losses(logits: torch.Tensor, s: StepSettings) -> torch.Tensor:
     """(B, 2): per row, the loss (as the chooser's: full vocabulary or choice-only) towards "1" and towards "2"."""
     rows = logits.shape[0]
-    return torch.stack([loss_and_probs(logits, torch.full((rows,), c, dtype=torch.long), s)[0] for c in (1, 2)], 1)
+    return torch.stack([loss_and_probs(logits, torch.full((rows,), c, dtype=torch.long, device=logits.device), s)[0]
+                        for c in (1, 2)], 1)
 
 
 def candidate_of_tokens(states: SpanStates) -> torch.Tensor:
-    """(N,) candidate index (0 or 1) of every state token: entries are row-major (row 0 cand 1, row 0 cand 2, ...)."""
+    """(N,) candidate index (0 or 1) of every state token: entries are row-major (row 0 cand 1, row 0 cand 2, ...).
+
+    Built on the host from the entry lengths (move it once to where it is used).
+    """
     entry = torch.arange(len(states.lengths)) % 2
     return torch.repeat_interleave(entry, torch.tensor(states.lengths, dtype=torch.long))
 
@@ -71,15 +75,16 @@ def adversarial_forward_backward(model, batch: Batch, s: StepSettings, scale: fl
     """
     arguer_name, chooser_name = roles(s.variant)
     arguer_model, chooser_model = role_model(model, arguer_name), role_model(model, chooser_name)
-    kv = _arguer_pass(arguer_model, batch, s).kv
+    host, batch = on_model(batch, chooser_model)
+    kv = _arguer_pass(arguer_model, batch, s, host).kv
     chooser = [p for _, p in adapter_params(chooser_model, chooser_name) if p.requires_grad]
     with active_adapter(chooser_model, chooser_name):
-        with inject_kv(chooser_model, batch.chooser_spans, kv, attention_mask=batch.chooser_mask, spec=s.spec):
+        with inject_kv(chooser_model, batch.chooser_spans, kv, attention_mask=host.chooser_mask, spec=s.spec):
             logits = _last_logits(chooser_model, batch.chooser_ids, batch.chooser_mask)  # (B, V)
             loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
             towards = towards_losses(logits, s)  # (B, 2)
             arguer_loss = towards.mean(1).detach()
-            if not (torch.isfinite(loss).all() and torch.isfinite(towards).all()):
+            if not (finite(loss) and finite(towards)):
                 return loss.detach(), p1, p2, arguer_loss
             kv_grads = arguer_state_grads(towards * scale, kv)
             for param, grad in zip(chooser, torch.autograd.grad(loss.sum() * scale, chooser, allow_unused=True)):
@@ -87,6 +92,6 @@ def adversarial_forward_backward(model, batch: Batch, s: StepSettings, scale: fl
                     param.grad = grad if param.grad is None else param.grad + grad
     with active_adapter(arguer_model, arguer_name):
         # Capture hooks alive again so a checkpointed arguer layer recomputes the same graph.
-        with capture_kv(arguer_model, batch.arguer_spans, attention_mask=batch.arguer_mask, spec=s.spec):
+        with capture_kv(arguer_model, batch.arguer_spans, attention_mask=host.arguer_mask, spec=s.spec):
             backward_from_states(kv, kv_grads)
     return loss.detach(), p1, p2, arguer_loss

@@ -7,8 +7,9 @@ text has the same tokens, and so the same span length, in both passes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -136,10 +137,29 @@ class Batch:
     arguer_ids: torch.Tensor  # (2B, Ta): row 0 cand 1, row 0 cand 2, row 1 cand 1, ...
     arguer_mask: torch.Tensor
     arguer_spans: list[list[tuple[int, int]]]  # 2B rows x [argument]
+    # The batch as collated on the host, kept when it moves to an accelerator: span checks read its masks
+    # there, with no copy back from the device. None: this batch is on the host (or was made there as is).
+    host: "Batch | None" = field(default=None, repr=False, compare=False)
+
+    TENSORS = ("labels", "argument_choice", "chooser_ids", "chooser_mask", "arguer_ids", "arguer_mask")
+
+    def to(self, device: torch.device | str | None) -> "Batch":
+        """This batch with every tensor on `device` (itself where they are there already, or for None)."""
+        if device is None or all(getattr(self, k).device == torch.device(device) for k in self.TENSORS):
+            return self
+        host = self.host if self.host is not None else (self if self.chooser_ids.device.type == "cpu" else None)
+        moved = dataclasses.replace(self, **{k: getattr(self, k).to(device) for k in self.TENSORS})
+        moved.host = None if torch.device(device).type == "cpu" else host
+        return moved
 
 
-def collate(examples: list[Example], pad_id: int, fraction: float = 1.0) -> Batch:
-    """Left-pad both passes (the chooser's last position is then every row's last real token)."""
+def collate(examples: list[Example], pad_id: int, fraction: float = 1.0,
+            device: torch.device | str | None = None) -> Batch:
+    """Left-pad both passes (the chooser's last position is then every row's last real token), on `device`.
+
+    This is where a batch meets its model's device: every entry point (train, eval, truncation, bench)
+    passes the model's device here, and the steps create nothing on another one.
+    """
     c_ids, c_mask, c_spans = pad_batch([e.chooser for e in examples], pad_id, side="left")
     arguer_enc = [enc for e in examples for enc in e.arguer]
     a_ids, a_mask, a_spans = pad_batch(arguer_enc, pad_id, side="left")
@@ -151,4 +171,4 @@ def collate(examples: list[Example], pad_id: int, fraction: float = 1.0) -> Batc
         chooser_spans=[[cut_span(s["candidate_1"], fraction), cut_span(s["candidate_2"], fraction)] for s in c_spans],
         arguer_ids=a_ids, arguer_mask=a_mask,
         arguer_spans=[[cut_span(s["argument"], fraction)] for s in a_spans],
-    )
+    ).to(device)

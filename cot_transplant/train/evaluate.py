@@ -36,17 +36,18 @@ def predict(session: Session, split: str, fraction: float | None = None, dist=No
         with torch.no_grad():
             for i in range(0, len(examples), cfg.eval.batch_size):
                 chunk = examples[i: i + cfg.eval.batch_size]
-                batch = collate(chunk, session.tokenizer.pad_token_id, fraction)
+                batch = collate(chunk, session.tokenizer.pad_token_id, fraction, session.device)
                 if hide_tail and fraction < 1:
                     hide_tails(batch.chooser_mask, collate(chunk, session.tokenizer.pad_token_id, 1.0).chooser_spans,
                                fraction)
                 loss, p1, p2, _ = forward(model, batch, session.settings)
+                p1, p2, loss = torch.stack([p1.float(), p2.float(), loss.float()]).cpu().tolist()  # one host copy
                 out["row_id"] += batch.row_ids
-                out["p_cand1"] += p1.tolist()
-                out["p_cand2"] += p2.tolist()
-                out["label"] += batch.labels.tolist()
-                out["argument_choice"] += batch.argument_choice.tolist()
-                out["loss"] += loss.tolist()
+                out["p_cand1"] += p1
+                out["p_cand2"] += p2
+                out["label"] += [e.label for e in chunk]
+                out["argument_choice"] += [e.argument_choice for e in chunk]
+                out["loss"] += loss
     finally:
         model.train(was_training)
     back = np.argsort(order, kind="stable")

@@ -10,16 +10,17 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from cot_transplant.config import Config
 from cot_transplant.errors import UserError
-from cot_transplant.train import rundir
+from cot_transplant.train import rundir, tracking
 from cot_transplant.train.adapters import adapter_params, roles, trainable
 from cot_transplant.train.batches import by_length, collate
-from cot_transplant.train.checkpoint import load_checkpoint, save_checkpoint
+from cot_transplant.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_chosen
 from cot_transplant.train.distributed import Dist
 from cot_transplant.train.evaluate import evaluate
 from cot_transplant.train.metrics import choice_metrics, prefix
@@ -39,12 +40,14 @@ class Cursor:
     nonfinite_total: int = 0  # steps skipped for a non-finite loss
     nonfinite_run: int = 0  # ... in a row, up to now
     oom: int = 0  # rows skipped for out-of-memory
+    scaler_skipped: int = 0  # steps skipped by loss scaling (inf/nan gradients at the scale then; it backed off)
 
     def advance(self, rows: int, step: dict) -> None:
         """Count one optimizer step over `rows` rows, for which `train_step` returned `step`."""
         self.samples += rows
         self.since_eval += rows
         self.oom += step["oom_rows"]
+        self.scaler_skipped += int(step.get("scaler_skipped", False))
         if step["finite"]:
             self.nonfinite_run = 0
         else:
@@ -65,13 +68,17 @@ class Figures:
     arguer_loss: list[float] = field(default_factory=list)  # adversarial only
 
     def add(self, batch, out: SubBatchResult) -> None:
-        self.loss += out.loss.tolist()
-        self.p1 += out.p1.tolist()
-        self.p2 += out.p2.tolist()
-        self.label += batch.labels.tolist()
-        self.choice += batch.argument_choice.tolist()
+        figures = [out.loss, out.p1, out.p2, batch.labels, batch.argument_choice]
         if out.arguer_loss is not None:
-            self.arguer_loss += out.arguer_loss.tolist()
+            figures.append(out.arguer_loss)
+        loss, p1, p2, label, choice, *arguer = torch.stack([f.double() for f in figures]).cpu().tolist()  # one copy
+        self.loss += loss
+        self.p1 += p1
+        self.p2 += p2
+        self.label += [int(x) for x in label]
+        self.choice += [int(x) for x in choice]
+        for values in arguer:
+            self.arguer_loss += values
 
     def extend(self, other: dict) -> None:
         """Append the lists of `other` (a `train_step` result or another `Figures` as a dict)."""
@@ -101,57 +108,98 @@ def total_samples(cfg: Config, n_train: int) -> int:
     return max(1, math.ceil(cfg.train.epochs * n_train))
 
 
-def train_step(session: Session, optimizer: torch.optim.Optimizer, rows: list[int], lr: float, dist: Dist) -> dict:
+def make_scaler(cfg: Config, device: torch.device):
+    """The dynamic loss scaler of `train.loss_scaling` (auto: for fp16 models), or None."""
+    on = cfg.train.loss_scaling == "on" or (cfg.train.loss_scaling == "auto" and cfg.model.dtype in ("fp16", "float16"))
+    return torch.amp.GradScaler(device.type) if on else None
+
+
+def train_step(session: Session, optimizer: torch.optim.Optimizer, rows: list[int], lr: float, dist: Dist,
+               scaler: torch.amp.GradScaler | None = None) -> dict:
     """One optimizer step over the train examples at `rows`: this process's share, in length buckets, sub-batch
     by sub-batch into gradients summed over sub-batches and processes, then AdamW at `lr`, skipped where any
     loss is non-finite.
 
+    With a `scaler`, every sub-batch backpropagates its loss times the current loss scale through both phases
+    (the arguer's phase starts from the scaled state gradients), the summed gradients are unscaled before
+    clipping, and a step whose gradients overflowed is skipped while the scale backs off.
+
     Returns this process's per-row figures (the fields of `Figures`: "loss", "p1", "p2", "label", "choice",
-    "arguer_loss"), "finite" (False: skipped), "oom_rows" (rows skipped for memory) and "lr" (the optimizer's).
+    "arguer_loss"), "finite" (False: skipped), "oom_rows" (rows skipped for memory), "lr" (the optimizer's),
+    and with a scaler "loss_scale" (the scale used) and "scaler_skipped".
     """
     cfg, examples = session.cfg, session.examples["train"]
     optimizer.zero_grad(set_to_none=True)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     mine = dist.shard(rows)
     if cfg.train.bucket_by_length:  # the step's summed gradient does not depend on the order
         mine = by_length(mine, examples)
+    loss_scale = 1.0
+    if scaler is not None:
+        scaler.scale(torch.zeros((), device=session.device))  # makes its scale (once) on the model's device
+        loss_scale = scaler.get_scale()
     figures, oom_rows = Figures(), 0
     for i in range(0, len(mine), cfg.train.batch_size):
-        ran, skipped = _sub_batch(session, [examples[j] for j in mine[i: i + cfg.train.batch_size]])
+        ran, skipped = _sub_batch(session, [examples[j] for j in mine[i: i + cfg.train.batch_size]], params,
+                                  loss_scale / cfg.train.accumulate_to)
         for batch, out in ran:
             figures.add(batch, out)
         oom_rows += skipped
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     dist.sum_grads(params)
     finite = dist.all_finite(all(map(math.isfinite, figures.loss)))
     for group in optimizer.param_groups:
         group["lr"] = lr
+    scaled = {}
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # the summed gradients are the same on every process, so is its verdict
     if finite:
         if cfg.train.optim.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.train.optim.max_grad_norm)
-        optimizer.step()
-    return {**asdict(figures), "finite": finite, "oom_rows": oom_rows, "lr": optimizer.param_groups[0]["lr"]}
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)  # skipped when a gradient is inf/nan at this scale
+    if scaler is not None:
+        scaler.update()
+        scaled = {"loss_scale": loss_scale, "scaler_skipped": finite and scaler.get_scale() < loss_scale}
+    return {**asdict(figures), "finite": finite, "oom_rows": oom_rows, "lr": optimizer.param_groups[0]["lr"],
+            **scaled}
 
 
-def train(cfg: Config, config_path: str | None = None, resume: Path | None = None) -> dict:
-    """Run (or resume) one training run; returns the end-of-run summary (empty on non-main processes)."""
+def train(cfg: Config, config_path: str | None = None, resume: Path | None = None,
+          report: Callable[[dict], dict] | None = None) -> dict:
+    """Run (or resume) one training run; returns the end-of-run summary (empty on non-main processes).
+
+    `report` completes the summary before the trackers close (the commands pass
+    `analysis.run_summary.report_run`, which draws curves.png; the trackers then log that figure).
+    """
     from cot_transplant.train.summary import finish_run
 
-    clock, dist, session = _Clock(time.time()), Dist(), setup(cfg)
+    tracking.check_installed(cfg.run.loggers)
+    clock, dist = _Clock(time.time()), Dist(cpu=True if cfg.model.device == "cpu" else None)
+    session = setup(cfg)
+    if dist.world > 1 and dist.main:
+        print(f"cot-transplant: note: {dist.world} processes, each on {dist.device.type}", file=sys.stderr, flush=True)
+    if dist.world > 1 and dist.device.type != session.device.type:
+        raise UserError(f"model.device: the model is on {session.device} but the launched process group reduces on "
+                        f"{dist.device}; leave model.device=auto under `accelerate launch`")
     if roles(cfg.variant)[0] in trainable(cfg.variant):  # the arguer changes every step: no state to reuse
         session.settings = replace(session.settings, state_cache=None)
     announce(session.model, session.settings)
     run = _open_run(cfg, config_path, resume, session, dist)
-    optimizer = make_optimizer(session)
-    cursor, figures = _start_state(run, resume, session.model, optimizer, dist)
-    log = rundir.MetricsLog(run, cfg.run.tensorboard) if dist.main else None
+    optimizer, scaler = make_optimizer(session), make_scaler(cfg, session.device)
+    cursor, figures = _start_state(run, resume, session, optimizer, dist, scaler)
+    log = rundir.MetricsLog(run, tracking.open_trackers(run, cfg, resume is not None)) if dist.main else None
     n_train = len(session.examples["train"])
     target = total_samples(cfg, n_train)
     progress = _progress(cfg, target, cursor.samples, cfg.variant, dist.main)
 
     def checkpoint() -> None:
+        rng = dist.gather_lists({"rng": [rng_state(session.device)]})["rng"]  # every process's generators
         if dist.main:
             save_checkpoint(run, cursor.step, session.model, sorted(set(trainable(cfg.variant))), optimizer,
-                            {"cursor": asdict(cursor), "accum": asdict(figures), "metrics_lines": log.lines()})
+                            {"cursor": asdict(cursor), "accum": asdict(figures), "metrics_lines": log.lines(),
+                             "scaler": scaler.state_dict() if scaler is not None else None}, rng)
             rundir.prune_checkpoints(run, cfg.checkpoint.keep)
         dist.barrier()
 
@@ -161,12 +209,12 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
     with _Stop() as stop:
         while cursor.samples < target and not stop.requested:
             rows = _next_rows(cursor, n_train, cfg.seed, min(cfg.train.accumulate_to, target - cursor.samples))
-            step = train_step(session, optimizer, rows, lr_at(cursor.step, cfg), dist)
+            step = train_step(session, optimizer, rows, lr_at(cursor.step, cfg), dist, scaler)
             progress.update(len(rows))
             cursor.advance(len(rows), step)
             figures.extend(step)
             if cursor.step % cfg.train.log_every == 0:
-                record = _train_record(Figures(**dist.gather_lists(asdict(figures))), cursor, step["lr"], clock)
+                record = _train_record(Figures(**dist.gather_lists(asdict(figures))), cursor, step, clock)
                 if dist.main:
                     log.write(record)
                 figures = Figures()
@@ -184,12 +232,18 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
     progress.close()
     if not dist.main:
         return {}
-    log.close()
     cache = session.settings.state_cache
     if cache is not None and cache.stats.hits + cache.stats.misses:
         print(f"cot-transplant: {cache.stats.line()}", file=sys.stderr)
-    return finish_run(run, cfg, time.time() - clock.start, interrupted=stop.requested, counters=asdict(cursor),
-                      arguer_cache=None if cache is None else asdict(cache.stats))
+    summary = {}
+    try:
+        summary = finish_run(run, cfg, time.time() - clock.start, interrupted=stop.requested,
+                             counters=asdict(cursor), arguer_cache=None if cache is None else asdict(cache.stats))
+        if report is not None:
+            summary = report(summary)
+    finally:
+        log.close(figure=summary.get("outputs", {}).get("curves"))
+    return summary
 
 
 def _evaluate_splits(session: Session, samples: int, run: Path, log, dist: Dist) -> None:
@@ -198,6 +252,8 @@ def _evaluate_splits(session: Session, samples: int, run: Path, log, dist: Dist)
             record = evaluate(session, split, samples, run if dist.main else None, dist)
             if dist.main:
                 log.write(record)
+    if dist.main:  # RUN/chosen/: the adapters of the evaluation the summary will choose, once it is this one
+        save_chosen(run, session.model, sorted(set(trainable(session.cfg.variant))), samples)
 
 
 def _stop_nonfinite(run: Path, cursor: Cursor, log) -> None:
@@ -266,14 +322,18 @@ def _open_run(cfg: Config, config_path: str | None, resume: Path | None, session
     return Path(dist.broadcast(str(run) if run else None))
 
 
-def _start_state(run: Path, resume: Path | None, model, optimizer, dist: Dist) -> tuple[Cursor, Figures]:
-    """(cursor, train figures since the last log line): fresh, or restored from the latest checkpoint."""
+def _start_state(run: Path, resume: Path | None, session: Session, optimizer, dist: Dist,
+                 scaler=None) -> tuple[Cursor, Figures]:
+    """(cursor, train figures since the last log line): fresh, or restored from the latest checkpoint (with
+    the optimizer, the random states and the loss `scaler`)."""
     if resume is None:
         return Cursor(), Figures()
     ckpt = rundir.latest_checkpoint(run)
     if ckpt is None:
         raise UserError(f"{run}: has no checkpoint to resume from; start it again with `cot-transplant train`")
-    state = load_checkpoint(ckpt, model, optimizer)
+    state = load_checkpoint(ckpt, session.model, optimizer, rank=dist.rank, device=session.device)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     if dist.main:
         rundir.truncate_lines(run / "metrics.jsonl", state["metrics_lines"])
     dist.barrier()
@@ -297,25 +357,31 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _sub_batch(session: Session, rows: list) -> tuple[list[tuple], int]:
-    """Forward/backward one sub-batch; on out-of-memory retry it split in half (train.oom_split) or skip it.
+def _sub_batch(session: Session, rows: list, params: list[torch.nn.Parameter], scale: float) -> tuple[list[tuple], int]:
+    """Forward/backward one sub-batch (its loss times `scale` into the .grad of `params`); on out-of-memory
+    retry it split in half (train.oom_split) or skip it.
 
-    Returns ([(batch, `SubBatchResult`)] for each piece that ran, rows skipped): the rows of a piece that
-    could not run are counted and reported, never silently dropped.
+    An out-of-memory error can strike after the first backward phase has already added the chooser's
+    gradients: `params`' gradients are put back as they were before the sub-batch, so a retried or skipped
+    piece leaves nothing behind. Returns ([(batch, `SubBatchResult`)] for each piece that ran, rows
+    skipped): the rows of a piece that could not run are counted and reported, never silently dropped.
     """
     cfg = session.cfg
-    batch = _to(collate(rows, session.tokenizer.pad_token_id, cfg.transplant.fraction), session.device)
+    before = _grads(params)
     try:
-        return [(batch, forward_backward(session.model, batch, session.settings,
-                                         scale=1.0 / cfg.train.accumulate_to))], 0
+        batch = collate(rows, session.tokenizer.pad_token_id, cfg.transplant.fraction, session.device)
+        return [(batch, forward_backward(session.model, batch, session.settings, scale=scale))], 0
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not _is_oom(exc):
             raise
+    _set_grads(params, before)
+    del before
     if session.device.type == "cuda":
         torch.cuda.empty_cache()
     if cfg.train.oom_split and len(rows) > 1:
         half = len(rows) // 2
-        (first, lost_first), (second, lost_second) = _sub_batch(session, rows[:half]), _sub_batch(session, rows[half:])
+        first, lost_first = _sub_batch(session, rows[:half], params, scale)
+        second, lost_second = _sub_batch(session, rows[half:], params, scale)
         return first + second, lost_first + lost_second
     print(f"cot-transplant: warning: out of memory on a sub-batch of {len(rows)} rows (rows "
           f"{[r.row_id for r in rows]}); skipped and counted in train/oom_rows. "
@@ -323,7 +389,21 @@ def _sub_batch(session: Session, rows: list) -> tuple[list[tuple], int]:
     return [], len(rows)
 
 
-def _train_record(figures: Figures, cursor: Cursor, lr: float, clock: _Clock) -> dict:
+def _grads(params: list[torch.nn.Parameter]) -> list[torch.Tensor | None] | None:
+    """A copy of `params`' gradients (None: none has one yet, so there is nothing to copy)."""
+    if all(p.grad is None for p in params):
+        return None
+    return [None if p.grad is None else p.grad.clone() for p in params]
+
+
+def _set_grads(params: list[torch.nn.Parameter], grads: list[torch.Tensor | None] | None) -> None:
+    """Put `_grads`' copy back (None: no gradients at all)."""
+    for i, p in enumerate(params):
+        p.grad = None if grads is None else grads[i]
+
+
+def _train_record(figures: Figures, cursor: Cursor, step: dict, clock: _Clock) -> dict:
+    """The metrics.jsonl line of the train figures since the last one; `step` is the last `train_step`'s result."""
     finite = [x for x in figures.loss if math.isfinite(x)]
     metrics = choice_metrics(figures.p1, figures.p2, figures.label, figures.choice) if figures.p1 else {}
     if figures.arguer_loss:  # adversarial only: the arguer's loss
@@ -332,17 +412,11 @@ def _train_record(figures: Figures, cursor: Cursor, lr: float, clock: _Clock) ->
     per_s, wall = clock.rates(cursor.samples)
     return {"kind": "train", "samples": cursor.samples, "step": cursor.step,
             "train/loss": float(np.mean(finite)) if finite else None,
-            **prefix(metrics, "train"), "train/lr": lr, "train/nonfinite": cursor.nonfinite_total,
+            **prefix(metrics, "train"), "train/lr": step["lr"], "train/nonfinite": cursor.nonfinite_total,
             "train/oom_rows": cursor.oom,
+            **({"train/loss_scale": step["loss_scale"], "train/scaler_skipped": cursor.scaler_skipped}
+               if "loss_scale" in step else {}),
             "samples_per_s": per_s, "wall_s": wall, "rss_mb": _rss_mb(), "time": time.time()}
-
-
-def _to(batch, device):
-    if device.type == "cpu":
-        return batch
-    for name in ("labels", "argument_choice", "chooser_ids", "chooser_mask", "arguer_ids", "arguer_mask"):
-        setattr(batch, name, getattr(batch, name).to(device))
-    return batch
 
 
 def _progress(cfg: Config, total: int, initial: int, desc: str, main: bool = True):

@@ -6,10 +6,11 @@ Layout of `runs/<name>/`:
   splits.json        row ids of each split
   metrics.jsonl      one object per train log and per eval (fields that vary between identical
                      runs, and only those, have names containing time, wall, per_s, rss or eta)
-  events.*           TensorBoard
+  events.*           TensorBoard (run.loggers); wandb/, mlflow.db, mlartifacts/, tracking.json: the other trackers
   predictions/<split>-<samples>.csv   row_id,p_cand1,p_cand2,label,argument_choice
-  checkpoints/step-<N>/               adapters (safetensors), optimizer (safetensors + JSON), RNG, cursor,
-                                      and copies of config.yaml and spec.json
+  checkpoints/step-<N>/               adapters (safetensors; also arguer/, chooser/ in peft's layout), optimizer
+                                      (safetensors + JSON), RNG, cursor, and copies of config.yaml and spec.json
+  chosen/                             the adapters at the evaluation chosen on validation, in peft's layout
   curves.png, summary.json
 """
 
@@ -85,16 +86,12 @@ def write_splits(run: Path, splits: dict[str, list[int]], skipped: dict) -> None
 
 
 class MetricsLog:
-    """Append-only metrics.jsonl (flushed per line) mirrored to TensorBoard."""
+    """Append-only metrics.jsonl (flushed per line) mirrored to experiment trackers (`train.tracking`)."""
 
-    def __init__(self, run: Path, tensorboard: bool = True):
+    def __init__(self, run: Path, trackers: list = ()):
         self.path = run / "metrics.jsonl"
         self.file = open(self.path, "a", encoding="utf-8")
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run))
+        self.trackers = list(trackers)
 
     def lines(self) -> int:
         self.file.flush()
@@ -104,15 +101,16 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for key, value in record.items():
-                if "/" in key and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.tb.add_scalar(key, value, record["samples"])
+        for tracker in self.trackers:
+            tracker.log(record)
 
-    def close(self) -> None:
+    def close(self, figure: str | Path | None = None) -> None:
+        """Close the file and the trackers, which log `figure` (curves.png) first where it exists."""
         self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+        figure = Path(figure) if figure and Path(figure).is_file() else None
+        for tracker in self.trackers:
+            tracker.close(figure)
+        self.trackers = []
 
 
 def truncate_lines(path: Path, n: int) -> None:

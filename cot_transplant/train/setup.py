@@ -69,11 +69,21 @@ def load_records(cfg: Config) -> list[Record]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device of this process's model: `cuda:<LOCAL_RANK>` for a GPU (each launched process its own), or cpu."""
+    from cot_transplant.models import local_rank
+
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("model.device: 'cuda' requested but no CUDA GPU is available; use model.device=cpu")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cuda":
+        return torch.device(name)
+    rank = local_rank()
+    if rank >= torch.cuda.device_count():
+        raise UserError(f"LOCAL_RANK={rank} but only {torch.cuda.device_count()} CUDA GPU(s) are visible; "
+                        "launch at most one process per GPU")
+    torch.cuda.set_device(rank)
+    return torch.device("cuda", rank)
 
 
 def _fits(ex: Example, limit: int | None) -> bool:
@@ -185,11 +195,12 @@ def setup_model(cfg: Config) -> ModelSetup:
             except ValueError as exc:
                 raise UserError(f"model.residual_dtype: {exc}; leave it empty for this model") from None
     if arguer_base is None:
-        model = attach_adapters(base, cfg.lora, cfg.variant, cfg.seed).to(device)
+        model = attach_adapters(base, cfg.lora, cfg.variant, cfg.seed)
     else:
         # Each base carries one adapter; the chooser's is seeded apart so the two do not start equal.
         model = ModelPair(attach_adapters(arguer_base, cfg.lora, cfg.variant, cfg.seed, names=("arguer",)),
-                          attach_adapters(base, cfg.lora, cfg.variant, cfg.seed + 1, names=("chooser",))).to(device)
+                          attach_adapters(base, cfg.lora, cfg.variant, cfg.seed + 1, names=("chooser",)))
+    model = place(model, bases, device)
     model.train()
     cache = StateCache(int(cfg.train.arguer_cache_gib * 2 ** 30)) if cfg.train.arguer_cache_gib > 0 else None
     settings = StepSettings(cfg.variant, choice_ids, transplant_spec(cfg), cfg.loss.choice_only, cfg.train.fast_path,
@@ -218,6 +229,20 @@ def setup(cfg: Config, control: str | None = None) -> Session:
     return Session(cfg, m.model, m.tokenizer, records, splits, examples, skipped, m.settings, m.device)
 
 
+def place(model, bases: list, device: torch.device):
+    """`model` on `device`: moved, unless a base is quantized (loaded onto its GPU, it refuses `.to()`), in
+    which case it must already be there, adapters included (peft puts them beside the weights they adapt)."""
+    from cot_transplant.models import is_quantized
+
+    if not any(is_quantized(b) for b in bases):
+        return model.to(device)
+    where = {p.device for p in model.parameters()}
+    if where != {device}:
+        raise UserError(f"a quantized base was loaded onto {sorted(map(str, where))}, not this process's {device}; "
+                        "leave model.device as auto or cuda and launch one process per GPU")
+    return model
+
+
 def transplant_spec(cfg: Config) -> TransplantSpec:
     """Where `cfg` transplants (`transplant.site`, `transplant.layers`): the spec saved with its run and checkpoints."""
     layers = cfg.transplant.layers
@@ -234,7 +259,8 @@ def _load_base(cfg: Config, name: str, vocab_size: int):
 
     return load_model(name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
                       load_in_8bit=cfg.model.load_in_8bit, load_in_4bit=cfg.model.load_in_4bit,
-                      trust_remote_code=cfg.model.trust_remote_code, seed=cfg.seed, vocab_size=vocab_size)
+                      trust_remote_code=cfg.model.trust_remote_code, seed=cfg.seed, vocab_size=vocab_size,
+                      quant_type=cfg.model.bnb_4bit_quant_type, compute_dtype=cfg.model.bnb_4bit_compute_dtype)
 
 
 def state_shape(model, site: str) -> tuple[int, int]:

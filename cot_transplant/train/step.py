@@ -8,6 +8,11 @@ the captured K/V. Without checkpointing it gives the same gradients as one backw
 `model` is one peft model with both adapters, or a `ModelPair` of two bases (one
 adapter each); `role_model` picks the model that plays each role. Which step trains a
 sub-batch (this one, the fast path or the adversarial step) is `select.py`'s choice.
+
+Devices: a step takes a batch as collated, on the host or already on the model's device. It runs the
+passes on the model's device (`on_model`) and reads span checks from the host copy, so no step reads a
+value back from the device except the finite-loss check (`finite`); a meta model (`cot-transplant plan`'s
+shape trace) passes through every step without a value read.
 """
 
 from __future__ import annotations
@@ -43,6 +48,39 @@ class StepSettings:
         return self.variant != "text-only"
 
 
+def model_device(model) -> torch.device:
+    """Where `model` (plain or peft-wrapped) computes: the device of its input embeddings."""
+    return model.get_input_embeddings().weight.device
+
+
+def host_copy(batch: Batch) -> Batch:
+    """`batch` on the host: the copy it was collated from where it kept one (`Batch.host`: no read back from
+    the device), itself when it is on the host, else one copy back (a sync on an accelerator).
+
+    A meta batch made without a host copy has no values: it is its own host copy (span checks then check
+    bounds only).
+    """
+    if batch.host is not None:
+        return batch.host
+    return batch if batch.arguer_ids.device.type in ("cpu", "meta") else batch.to("cpu")
+
+
+def on_model(batch: Batch, model, host: Batch | None = None) -> tuple[Batch, Batch]:
+    """(`batch` on the host, `batch` on `model`'s device): span checks read the first, the passes run the second.
+
+    `host`: the host copy where the caller has one (else `host_copy`).
+    """
+    return host_copy(batch) if host is None else host, batch.to(model_device(model))
+
+
+def finite(t: torch.Tensor) -> bool:
+    """Whether every value of `t` is finite: a host read (a sync on an accelerator) that decides the backward.
+
+    A meta tensor holds no values (a shape trace): it counts as finite, so the trace runs the backward too.
+    """
+    return t.device.type == "meta" or bool(torch.isfinite(t).all())
+
+
 def leaves(kv: SpanStates) -> SpanStates:
     """`kv` cut from the arguer's graph, still taking gradients: phase 1 of the backward stops there.
 
@@ -60,13 +98,17 @@ def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out.logits[:, -1, :].float()
 
 
-def _arguer_pass(model, batch: Batch, s: StepSettings):
-    """Run the arguer over both candidates of every row; return the capture (K/V not detached)."""
+def _arguer_pass(model, batch: Batch, s: StepSettings, host: Batch | None = None):
+    """Run the arguer over both candidates of every row; return the capture (K/V not detached).
+
+    `host`: the batch's host copy where the caller has it (`on_model`).
+    """
     arguer_name = roles(s.variant)[0]
     model = role_model(model, arguer_name)
+    host, batch = on_model(batch, model, host)
     grad = arguer_name in trainable(s.variant) and torch.is_grad_enabled()
     with active_adapter(model, arguer_name), torch.set_grad_enabled(grad):
-        with capture_kv(model, batch.arguer_spans, attention_mask=batch.arguer_mask, spec=s.spec) as cap:
+        with capture_kv(model, batch.arguer_spans, attention_mask=host.arguer_mask, spec=s.spec) as cap:
             base = model.get_base_model()
             # Only the layers' K/V are needed: run the decoder body, skip the LM head.
             inner = getattr(base, "model", base)
@@ -75,14 +117,15 @@ def _arguer_pass(model, batch: Batch, s: StepSettings):
     return cap
 
 
-def chooser_logits(model, batch: Batch, s: StepSettings, kv=None) -> torch.Tensor:
+def chooser_logits(model, batch: Batch, s: StepSettings, kv=None, host: Batch | None = None) -> torch.Tensor:
     """The chooser's last-position logits (B, V), with `kv` injected unless text-only."""
     chooser_name = roles(s.variant)[1]
     model = role_model(model, chooser_name)
+    host, batch = on_model(batch, model, host)
     with active_adapter(model, chooser_name):
         if kv is None:
             return _last_logits(model, batch.chooser_ids, batch.chooser_mask)
-        with inject_kv(model, batch.chooser_spans, kv, attention_mask=batch.chooser_mask, spec=s.spec):
+        with inject_kv(model, batch.chooser_spans, kv, attention_mask=host.chooser_mask, spec=s.spec):
             return _last_logits(model, batch.chooser_ids, batch.chooser_mask)
 
 
@@ -102,8 +145,9 @@ def loss_and_probs(logits: torch.Tensor, labels: torch.Tensor, s: StepSettings):
 
 def forward(model, batch: Batch, s: StepSettings):
     """Loss per row, P1, P2, and the capture (None for text-only). No backward."""
-    cap = _arguer_pass(model, batch, s) if s.transplants else None
-    logits = chooser_logits(model, batch, s, cap.kv if cap is not None else None)
+    host = host_copy(batch)
+    cap = _arguer_pass(model, batch, s, host) if s.transplants else None
+    logits = chooser_logits(model, batch, s, cap.kv if cap is not None else None, host)
     loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
     return loss, p1, p2, cap
 
@@ -119,29 +163,33 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float):
                          "(select.forward_backward picks it)")
     arguer_name, chooser_name = roles(s.variant)
     arguer_model, model = role_model(model, arguer_name), role_model(model, chooser_name)
-    cap = _arguer_pass(arguer_model, batch, s) if s.transplants else None
+    host, batch = on_model(batch, model)
+    cap = _arguer_pass(arguer_model, batch, s, host) if s.transplants else None
     kv = cap.kv if cap is not None else None
     leaf = leaves(kv) if kv is not None else None
     chooser = [p for _, p in adapter_params(model, chooser_name)]
     with active_adapter(model, chooser_name):
-        ctx = (inject_kv(model, batch.chooser_spans, leaf, attention_mask=batch.chooser_mask, spec=s.spec)
+        ctx = (inject_kv(model, batch.chooser_spans, leaf, attention_mask=host.chooser_mask, spec=s.spec)
                if kv is not None else contextlib.nullcontext())
         with ctx:
             logits = _last_logits(model, batch.chooser_ids, batch.chooser_mask)
             loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
             total = loss.sum() * scale
-            if not torch.isfinite(total):
+            if not finite(loss):  # a loss scale may overflow `total`: the scaler sees that
                 return loss.detach(), p1, p2
             if kv is None:
                 backward_to_states(total, _NO_STATES, chooser)
                 return loss.detach(), p1, p2
             kv_grads = backward_to_states(total, leaf, chooser)
-    arguer_backward(arguer_model, arguer_name, batch.arguer_spans, batch.arguer_mask, s.spec, kv, kv_grads)
+    arguer_backward(arguer_model, arguer_name, batch.arguer_spans, host.arguer_mask, s.spec, kv, kv_grads)
     return loss.detach(), p1, p2
 
 
 def arguer_backward(model, name: str, spans, mask, spec, kv, kv_grads) -> None:
-    """Phase 2: backpropagate the captured states' gradients into the arguer adapter `name`."""
+    """Phase 2: backpropagate the captured states' gradients into the arguer adapter `name`.
+
+    `mask`: the arguer rows' (B, T) attention mask, read only to check the spans (give the host copy).
+    """
     with active_adapter(model, name):
         # Capture hooks alive again so a checkpointed arguer layer recomputes the same graph.
         with capture_kv(model, spans, attention_mask=mask, spec=spec):

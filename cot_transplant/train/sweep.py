@@ -220,16 +220,15 @@ def run_sweep(sweep_dir: Path,
             continue
         try:
             if status == "resume":
-                summary = loop.train(rundir.read_run_config(run_dir)[0], resume=run_dir)
+                summary = loop.train(rundir.read_run_config(run_dir)[0], resume=run_dir, report=report)
             else:
                 if run_dir.exists():
                     shutil.rmtree(run_dir)
-                summary = loop.train(run_config(plan, run, sweep_dir), config_path=plan["config"])
+                summary = loop.train(run_config(plan, run, sweep_dir), config_path=plan["config"], report=report)
         except UserError as exc:
             failed[run["name"]] = str(exc)
             print(f"[sweep] {run['name']} failed: {exc}", file=sys.stderr, flush=True)
             continue
-        summary = report(summary) if summary else summary
         if summary.get("interrupted"):
             interrupted = True
             print(f"[sweep] interrupted; continue with `cot-transplant sweep --resume {sweep_dir}`", flush=True)

@@ -120,14 +120,26 @@ class Capture(_SpanHooks):
         super().__init__(resolve_sites(model, spec), spans)
         self.spec = spec
         self._outputs: dict[StateKey, torch.Tensor] = {}
+        self._taken: set[StateKey] = set()  # sites whose `_outputs` entry is already the (N, D) span tokens
         self._states: SpanStates | None = None
 
     def _hook(self, site: Site, module: nn.Module, args, output) -> None:
         key = (site.key, site.layer)
         if key in self._outputs or self._states is not None:  # checkpoint recomputation: keep the first forward's
             return
+        if torch._C._current_graph_task_id() != -1:
+            # A checkpointed layer recomputed inside a backward: the states come from the forward. Holding this
+            # output would keep the recomputed layer's graph, and all it saved, alive until the block ends.
+            return
         hidden = _hidden(output)  # (B, T, D)
         check_bounds(self._spans, hidden.shape[0], hidden.shape[1])
+        if not torch.is_grad_enabled():
+            # No graph to keep as the recomputation makes it: take the span tokens now, not every layer's
+            # whole (B, T, D) output until the block ends (an evaluation's largest tensors).
+            rows, pos = self._flat_index(hidden)
+            self._outputs[key] = hidden[rows, pos]  # (N, D)
+            self._taken.add(key)
+            return
         # Keep a reference and gather later: an indexing op here would save tensors inside a checkpointed
         # layer that its recomputation (hooks gone) does not save, which torch's checkpoint rejects.
         self._outputs[key] = hidden
@@ -152,6 +164,9 @@ class Capture(_SpanHooks):
         tensors = {}
         with torch.enable_grad():  # the gather joins the forward's graph whatever the grad mode is now
             for k in keys:
+                if k in self._taken:
+                    tensors[k] = self._outputs[k]
+                    continue
                 rows, pos = self._flat_index(self._outputs[k])
                 tensors[k] = self._outputs[k][rows, pos]  # (N, D)
         self._outputs.clear()

@@ -63,11 +63,18 @@ def check_bounds(spans: Spans, batch: int, seq_len: int) -> None:
 
 
 def check_not_padding(spans: Spans, attention_mask: torch.Tensor) -> None:
-    """Raise ValueError if a span leaves the (B, T) mask or covers a position where it is 0."""
+    """Raise ValueError if a span leaves the (B, T) mask or covers a position where it is 0.
+
+    The mask is read on the host in one copy (none for a CPU mask; give the host copy where there is one);
+    a meta mask holds no values (a shape trace), so only the bounds are checked there.
+    """
     check_bounds(spans, attention_mask.shape[0], attention_mask.shape[1])
+    if attention_mask.device.type == "meta":
+        return
+    mask = attention_mask.cpu()
     for r, row in enumerate(spans):
         for j, (s, e) in enumerate(row):
-            pads = (attention_mask[r, s:e] == 0).nonzero().flatten()
+            pads = (mask[r, s:e] == 0).nonzero().flatten()
             if len(pads):
                 raise ValueError(f"row {r}, span {j} ({s}, {e}): covers padding at position {s + int(pads[0])}")
 

@@ -99,9 +99,9 @@ def test_sweep_two_seeds_two_variants_end_to_end_and_resume(tmp_path, config, ti
 
     calls, real_train = [], loop.train
 
-    def counting_train(cfg, config_path=None, resume=None):
+    def counting_train(cfg, config_path=None, resume=None, report=None):
         calls.append((cfg.run.name if resume is None else Path(resume).name, resume is not None))
-        return real_train(cfg, config_path=config_path, resume=resume)
+        return real_train(cfg, config_path=config_path, resume=resume, report=report)
 
     monkeypatch.setattr(loop, "train", counting_train)
     assert main(["sweep", "--resume", str(out)]) == 0

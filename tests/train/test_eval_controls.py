@@ -49,7 +49,8 @@ def run(tmp_path_factory):
 
 
 def _hash_dir(path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def _session(run, control=None, **train_overrides):

@@ -42,8 +42,8 @@ def test_run_directory_holds_every_listed_file(run):
         assert next(csv.reader(f)) == ["row_id", "p_cand1", "p_cand2", "label", "argument_choice"]
     ckpt = rundir.latest_checkpoint(run)
     assert {p.name for p in ckpt.iterdir()} == {"adapter-arguer.safetensors", "adapter-chooser.safetensors",
-                                              "optimizer.safetensors", "optimizer.json", "rng.safetensors",
-                                              "state.json", "config.yaml", "spec.json"}
+                                              "arguer", "chooser", "optimizer.safetensors", "optimizer.json",
+                                              "rng.safetensors", "state.json", "config.yaml", "spec.json"}
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {x["kind"] for x in lines} == {"train", "eval"} and all("samples" in x for x in lines)
     assert any("train/f_c" in x for x in lines) and any("test/auroc" in x for x in lines)

@@ -4,15 +4,21 @@ Pure functions of a `Batch` (no model): the arguer's packed rows and the chooser
 positions with their extra keys, each with the boolean attention pattern (B, Tq, Tk) of
 the reference's full passes restricted to what runs. Padding is on the left, as in
 `collate`; a padding query sees only itself, so no softmax row is empty.
+
+They read token ids and masks as Python values: give them the batch on the host (as collated),
+then move the plans to the model's device once (`.to(device)`); the step does. A batch on an
+accelerator is copied to the host once per plan; a meta batch has no values and is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from cot_transplant.train.batches import Batch, position_ids
+from cot_transplant.train.step import host_copy
 
 
 @dataclass
@@ -24,6 +30,11 @@ class ArguerPack:
     position_ids: torch.Tensor  # (B, T) each candidate continues the prefix at the prefix's length
     allowed: torch.Tensor  # (B, T, T) bool: query t sees key u
     spans: list[list[tuple[int, int]]]  # B rows x [candidate 1's span, candidate 2's span]
+
+    def to(self, device: torch.device) -> "ArguerPack":
+        """The same pack with its tensors on `device`."""
+        return dataclasses.replace(self, ids=self.ids.to(device), mask=self.mask.to(device),
+                                   position_ids=self.position_ids.to(device), allowed=self.allowed.to(device))
 
 
 @dataclass
@@ -38,6 +49,20 @@ class ChooserPlan:
     extra_rows: torch.Tensor  # (B, Nc) row and column in the padded chooser batch of each extra key,
     extra_cols: torch.Tensor  # (B, Nc)   to read its rotary embedding there
     extra_keys: int  # Nc
+    positions: torch.Tensor  # (B, Tc) the full chooser rows' positions: the extra keys rotate at theirs
+
+    def to(self, device: torch.device) -> "ChooserPlan":
+        """The same plan with its tensors on `device`."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), torch.Tensor)})
+
+
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """`t` on the host (itself on the CPU); a meta tensor, which has no values to plan from, is refused."""
+    if t.device.type == "meta":
+        raise ValueError("fast path: the index plans read the batch's token ids and masks, which a meta batch "
+                         "does not hold; give the batch as collated on the host (the step moves it to the model)")
+    return t.cpu()
 
 
 def _real(ids: torch.Tensor, mask: torch.Tensor, spans: list[tuple[int, int]]
@@ -75,9 +100,10 @@ def pack_arguer(batch: Batch, pad_id: int = 0) -> ArguerPack:
     attention as two separate rows, with the prefix computed once.
     """
     rows, positions, segments, spans = [], [], [], []
+    arguer_ids, arguer_mask = _host(batch.arguer_ids), _host(batch.arguer_mask)
     for b in range(batch.chooser_ids.shape[0]):
         (ids1, ((s1, e1),)), (ids2, ((s2, e2),)) = (
-            _real(batch.arguer_ids[r], batch.arguer_mask[r], batch.arguer_spans[r]) for r in (2 * b, 2 * b + 1))
+            _real(arguer_ids[r], arguer_mask[r], batch.arguer_spans[r]) for r in (2 * b, 2 * b + 1))
         p = _common_prefix(ids1[:s1], ids2[:s2])
         rows.append(ids1[:e1] + ids2[p:e2])
         positions.append(list(range(e1)) + list(range(p, e2)))
@@ -106,15 +132,16 @@ def plan_chooser(batch: Batch, pad_id: int = 0) -> ChooserPlan:
     its position is lower, and sees the kept keys causally, as in the full sequence.
     """
     n_rows, width = batch.chooser_ids.shape
-    full_pos = position_ids(batch.chooser_mask).cpu()  # (B, Tc)
+    chooser_ids, chooser_mask = _host(batch.chooser_ids), _host(batch.chooser_mask)
+    full_pos = position_ids(chooser_mask)  # (B, Tc)
     kept_rows, kept_pos, extra_cols, state_index = [], [], [], []
     flat = 0
     for b in range(n_rows):
         cols = [c for s, e in batch.chooser_spans[b] for c in range(s, e)]
         taken = set(cols)
-        real = batch.chooser_mask[b].cpu().bool().tolist()
+        real = chooser_mask[b].bool().tolist()
         kept = [c for c in range(width) if real[c] and c not in taken]
-        kept_rows.append(batch.chooser_ids[b].cpu()[kept].tolist())
+        kept_rows.append(chooser_ids[b][kept].tolist())
         kept_pos.append(full_pos[b, kept].tolist())
         extra_cols.append(cols)
         state_index.append(list(range(flat, flat + len(cols))))
@@ -136,14 +163,16 @@ def plan_chooser(batch: Batch, pad_id: int = 0) -> ChooserPlan:
     device = batch.chooser_ids.device
     return ChooserPlan(ids.to(device), mask.to(device), pos.to(device),
                        torch.cat([sees_extra, sees_own], dim=2).to(device), index.to(device),
-                       extra_rows.to(device), cols.to(device), n_extra)
+                       extra_rows.to(device), cols.to(device), n_extra, full_pos.to(device))
 
 
 def fast_shapes(batch: Batch, chunk: int = 0, gap: int = 0) -> tuple[int, int, int, int, int]:
     """(packed arguer length, kept chooser length, extra keys, arguer and chooser query-key pairs) of `batch` on
     the fast path (bench FLOPs). Pairs are summed over rows: what blocks of `chunk` queries compute
-    (`attention_chunks`), or with `chunk` 0 every pair of the padded square (one call over the whole pattern)."""
-    pack, plan = pack_arguer(batch), plan_chooser(batch)
+    (`attention_chunks`), or with `chunk` 0 every pair of the padded square (one call over the whole pattern).
+    Planned on the host, whatever the batch's device."""
+    host = host_copy(batch)
+    pack, plan = pack_arguer(host), plan_chooser(host)
     return (pack.ids.shape[1], plan.ids.shape[1], plan.extra_keys, attention_pairs(pack.allowed, chunk, gap),
             attention_pairs(plan.allowed, chunk, gap))
 
@@ -163,6 +192,10 @@ class Chunk:
     queries: tuple[int, int]  # [start, end) of the row's queries
     keys: tuple[tuple[int, int], ...]  # [start, end) ranges of the row's keys, in order
     allowed: torch.Tensor | None  # (end - start, keys in the ranges) bool; None when every pair is allowed
+
+    def to(self, device: torch.device) -> "Chunk":
+        """The same block with its pattern on `device`."""
+        return self if self.allowed is None else dataclasses.replace(self, allowed=self.allowed.to(device))
 
 
 def _runs(columns: list[int], gap: int) -> list[tuple[int, int]]:

@@ -1,4 +1,9 @@
-"""The fast path's step: when it is exact, its two passes, and its forward and two-phase backward."""
+"""The fast path's step: when it is exact, its two passes, and its forward and two-phase backward.
+
+Devices: the index plans are built on the host from the batch as collated (`plans`) and moved once to
+each pass's model; the passes then create nothing on another device and read nothing back, except the
+finite-loss check (`train.step.finite`).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,15 @@ import torch
 
 from cot_transplant.train import state_cache
 from cot_transplant.train.adapters import adapter_params, role_model, roles, trainable
-from cot_transplant.train.batches import Batch, position_ids
+from cot_transplant.train.batches import Batch
 from cot_transplant.train.fastpath.attention import (ATTENTION, CHUNKED, ExtraKV, attention_function,
                                                      attention_mask_4d, attention_on, implementation)
 from cot_transplant.train.fastpath.dropout import uniform_lora_dropout
 from cot_transplant.train.fastpath.layers import arguer_to_last_kv, body, chooser_last_logits
-from cot_transplant.train.fastpath.plan import ArguerPack, ChooserPlan, attention_chunks, pack_arguer, plan_chooser
-from cot_transplant.train.step import StepSettings, arguer_backward, leaves, loss_and_probs
+from cot_transplant.train.fastpath.plan import (ArguerPack, ChooserPlan, Chunk, attention_chunks, pack_arguer,
+                                                plan_chooser)
+from cot_transplant.train.step import (StepSettings, arguer_backward, finite, host_copy, leaves, loss_and_probs,
+                                       model_device)
 from cot_transplant.transplant import SpanStates, active_adapter, backward_to_states, capture_kv
 from cot_transplant.transplant.arch import decoder_layers, model_type
 
@@ -64,21 +71,51 @@ def _compute_dtype(model) -> torch.dtype:
     return model.get_input_embeddings().weight.dtype
 
 
+# --- the index plans -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plans:
+    """One batch's index plans, built on the host and moved once to the device of the model that reads them."""
+
+    pack: ArguerPack  # on the arguer's device
+    pack_mask: torch.Tensor  # (B, T) `pack.mask` on the host: the captures check their spans against it
+    arguer_chunks: list[Chunk] | None  # the arguer's attention blocks (train.fast_path_block; None: one call)
+    chooser: ChooserPlan  # on the chooser's device
+    chooser_chunks: list[Chunk] | None
+
+
+def _blocks(allowed: torch.Tensor, s: StepSettings, device: torch.device) -> list[Chunk] | None:
+    """`attention_chunks` of a host pattern, moved to `device`; None when attention runs in one call."""
+    return [c.to(device) for c in attention_chunks(allowed, s.fast_block, s.fast_gap)] if s.fast_block else None
+
+
+def plans(model, host: Batch, s: StepSettings) -> Plans:
+    """The plans of `host` (a batch on the host) on the devices of the arguer and chooser models of `model`."""
+    arguer_name, chooser_name = roles(s.variant)
+    arguer_device = model_device(role_model(model, arguer_name))
+    chooser_device = model_device(role_model(model, chooser_name))
+    pack, plan = pack_arguer(host), plan_chooser(host)
+    return Plans(pack.to(arguer_device), pack.mask, _blocks(pack.allowed, s, arguer_device),
+                 plan.to(chooser_device), _blocks(plan.allowed, s, chooser_device))
+
+
 # --- the two passes -------------------------------------------------------------------------------------
 
 
-def arguer_pass(model, pack: ArguerPack, s: StepSettings):
+def arguer_pass(model, p: Plans, s: StepSettings):
     """Run the packed arguer rows with the arguer adapter; return the capture (K/V not detached).
 
     Entries come out in the reference's order (row 0 cand 1, row 0 cand 2, ...).
     """
     arguer_name = roles(s.variant)[0]
     model = role_model(model, arguer_name)
+    pack = p.pack
     grad = arguer_name in trainable(s.variant) and torch.is_grad_enabled()
     mask = attention_mask_4d(pack.allowed, implementation(model), _compute_dtype(model))
-    extra = {"attention_chunks": attention_chunks(pack.allowed, s.fast_block, s.fast_gap)} if s.fast_block else {}
+    extra = {"attention_chunks": p.arguer_chunks} if p.arguer_chunks is not None else {}
     with active_adapter(model, arguer_name), torch.set_grad_enabled(grad), arguer_attention(model, s):
-        with capture_kv(model, pack.spans, attention_mask=pack.mask, spec=s.spec) as cap:
+        with capture_kv(model, pack.spans, attention_mask=p.pack_mask, spec=s.spec) as cap:
             arguer_to_last_kv(model, pack.ids, mask, pack.position_ids, **extra)  # stops at the last K/V
     return cap
 
@@ -90,16 +127,20 @@ class Cached:
     kv: SpanStates
 
 
-def arguer_states(model, batch: Batch, pack: ArguerPack, s: StepSettings):
-    """The arguer pass's capture, or the cached states (`s.state_cache`) where they cannot have changed."""
+def arguer_states(model, host: Batch, p: Plans, s: StepSettings):
+    """The arguer pass's capture, or the cached states (`s.state_cache`) where they cannot have changed.
+
+    The cache keys rows by the host batch's tokens; states it serves move to the arguer's device.
+    """
     cache, name = s.state_cache, roles(s.variant)[0]
     if cache is None or not state_cache.applies(model, s.variant):
-        return arguer_pass(model, pack, s)
-    hit = cache.lookup(model, name, batch, s.spec)
+        return arguer_pass(model, p, s)
+    hit = cache.lookup(model, name, host, s.spec)
     if hit is not None:
-        return Cached(hit)
-    cap = arguer_pass(model, pack, s)
-    cache.store(batch, cap.kv)
+        device = p.pack.ids.device
+        return Cached(SpanStates(hit.spec, hit.lengths, {k: t.to(device) for k, t in hit.tensors.items()}))
+    cap = arguer_pass(model, p, s)
+    cache.store(host, cap.kv)
     return cap
 
 
@@ -108,19 +149,19 @@ def arguer_attention(model, s: StepSettings):
     return attention_on(model, CHUNKED) if s.fast_block else nullcontext()
 
 
-def chooser_logits(model, plan: ChooserPlan, full_positions: torch.Tensor, kv: SpanStates, impl: str,
-                   s: StepSettings) -> torch.Tensor:
+def chooser_logits(model, p: Plans, kv: SpanStates, impl: str) -> torch.Tensor:
     """Last-position logits (B, V) of the kept chooser tokens with `kv` as extra keys/values.
 
     Run it inside `attention_on(model, ATTENTION)` (which yields `impl`), with the chooser adapter active.
     """
+    plan = p.chooser
     dtype = _compute_dtype(model)
     rotary = body(model).rotary_emb
     # One rotary call over the full positions: what the reference's rotation of these keys used.
-    cos, sin = rotary(torch.empty(0, dtype=dtype, device=full_positions.device), full_positions)  # (B, Tc, hd)
+    cos, sin = rotary(torch.empty(0, dtype=dtype, device=plan.positions.device), plan.positions)  # (B, Tc, hd)
     rows, cols = plan.extra_rows, plan.extra_cols
     extra = ExtraKV.build(kv, plan, cos[rows, cols], sin[rows, cols], model, attention_function(model, impl),
-                          attention_chunks(plan.allowed, s.fast_block, s.fast_gap) if s.fast_block else None)
+                          p.chooser_chunks)
     return chooser_last_logits(model, plan.ids, attention_mask_4d(plan.allowed, impl, dtype),
                                attention_mask_4d(plan.allowed[:, -1:], impl, dtype), plan.position_ids, extra)
 
@@ -130,13 +171,14 @@ def chooser_logits(model, plan: ChooserPlan, full_positions: torch.Tensor, kv: S
 
 def forward(model, batch: Batch, s: StepSettings):
     """As `train.step.forward`: loss per row, P1, P2, and the capture (its entries in the reference's order)."""
-    pack, plan = pack_arguer(batch), plan_chooser(batch)
+    host = host_copy(batch)
+    p = plans(model, host, s)
     chooser_name = roles(s.variant)[1]
     chooser_model = role_model(model, chooser_name)
     with uniform_lora_dropout(model):
-        cap = arguer_states(model, batch, pack, s)
+        cap = arguer_states(model, host, p, s)
         with active_adapter(chooser_model, chooser_name), attention_on(chooser_model, ATTENTION) as impl:
-            logits = chooser_logits(chooser_model, plan, position_ids(batch.chooser_mask), cap.kv, impl, s)
+            logits = chooser_logits(chooser_model, p, cap.kv, impl)
     loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
     return loss, p1, p2, cap
 
@@ -148,20 +190,21 @@ def train_forward_backward(model, batch: Batch, s: StepSettings, scale: float):
     """
     arguer_name, chooser_name = roles(s.variant)
     arguer_model, chooser_model = role_model(model, arguer_name), role_model(model, chooser_name)
-    pack, plan = pack_arguer(batch), plan_chooser(batch)
-    chooser = [p for _, p in adapter_params(chooser_model, chooser_name)]
+    host = host_copy(batch)
+    p = plans(model, host, s)
+    chooser = [param for _, param in adapter_params(chooser_model, chooser_name)]
     # The dropout swap spans the backward: a checkpointed layer recomputes with the same modules.
     with uniform_lora_dropout(model):
-        kv = arguer_states(model, batch, pack, s).kv
+        kv = arguer_states(model, host, p, s).kv
         leaf = leaves(kv)
         with active_adapter(chooser_model, chooser_name), attention_on(chooser_model, ATTENTION) as impl:
-            logits = chooser_logits(chooser_model, plan, position_ids(batch.chooser_mask), leaf, impl, s)
+            logits = chooser_logits(chooser_model, p, leaf, impl)
             loss, p1, p2 = loss_and_probs(logits, batch.labels, s)
             total = loss.sum() * scale
-            if not torch.isfinite(total):
+            if not finite(loss):  # a loss scale may overflow `total`: the scaler sees that
                 return loss.detach(), p1, p2
             # Inside the block: a checkpointed chooser layer recomputes through the same attention.
             kv_grads = backward_to_states(total, leaf, chooser)
         with arguer_attention(arguer_model, s):  # a checkpointed arguer layer recomputes through the same attention
-            arguer_backward(arguer_model, arguer_name, pack.spans, pack.mask, s.spec, kv, kv_grads)
+            arguer_backward(arguer_model, arguer_name, p.pack.spans, p.pack_mask, s.spec, kv, kv_grads)
     return loss.detach(), p1, p2
