@@ -20,6 +20,9 @@ VARIANTS = ("joint", "frozen-arguer", "text-only", "shared", "shuffled-kv", "swa
 RESIDUAL_DTYPES = ("float64",)
 DONORS = ("random", "length-matched")
 LOGGERS = ("tensorboard", "wandb", "mlflow")
+# Keys that did nothing and were removed: a config that sets one is refused with its reason; a run's or a sweep's
+# own saved config (written with every key of its day) has them dropped when read back (`without_removed`).
+REMOVED = {"eval.n_boot": "one split's f_c interval is Wilson's (no resampling); delete the key"}
 
 
 @dataclass
@@ -145,7 +148,6 @@ class EvalConfig:
     every: int = 128  # train samples between evaluations (original 128)
     splits: list[str] = field(default_factory=lambda: ["val", "test"])
     batch_size: int = 8  # rows per eval forward
-    n_boot: int = 2000  # kept for old configs; unused: one split's f_c interval is Wilson's (no resampling)
     at_start: bool = True  # evaluate once before training (samples = 0)
 
 
@@ -293,11 +295,28 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
+        if f"{prefix}{key}" in REMOVED:
+            raise UserError(f"config key '{prefix}{key}' was removed: {REMOVED[f'{prefix}{key}']}")
         if key not in names:
             raise UserError(f"unknown config key '{prefix}{key}'"
                             f"{suggest(prefix + str(key), [prefix + n for n in names])}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     return cls(**kwargs)
+
+
+def without_removed(values: dict) -> dict:
+    """A copy of a saved config's nested `values` without the `REMOVED` keys (which the program wrote, not a user)."""
+    import copy
+
+    values = copy.deepcopy(values)
+    for dotted in REMOVED:
+        *parents, last = dotted.split(".")
+        node = values
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return values
 
 
 def to_dict(cfg: Any) -> dict:

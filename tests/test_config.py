@@ -57,3 +57,23 @@ def test_int_accepted_for_float_not_bool_for_int():
     assert load_config(None, ["train.epochs=2"]).train.epochs == 2.0
     with pytest.raises(UserError, match="expected int"):
         load_config(None, ["seed=true"])
+
+
+def test_a_removed_key_is_refused_with_why_but_dropped_from_a_saved_run_config(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("eval:\n  n_boot: 1000\n")
+    for args in ((path, []), (None, ["eval.n_boot=50"])):
+        with pytest.raises(UserError, match=r"^config key 'eval.n_boot' was removed: .*Wilson"):
+            load_config(*args)
+    # A run directory written when the key existed still reads back (its config.yaml holds every key of its day).
+    import yaml
+
+    from cot_transplant.config import save_config, to_dict
+    from cot_transplant.runs.rundir import FORMAT_VERSION, read_run_config
+
+    save_config(Config(), tmp_path / "config.yaml")
+    values = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    values["eval"]["n_boot"] = 2000
+    values["_provenance"] = {"format_version": FORMAT_VERSION}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(values))
+    assert to_dict(read_run_config(tmp_path)[0]) == to_dict(Config())

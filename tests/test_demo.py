@@ -2,13 +2,13 @@
 
 import json
 
+from cot_transplant.analysis.demo import overlap_sentence
 from cot_transplant.cli import main
-from cot_transplant.commands.demo import overlap_sentence
 
 
 def test_demo_runs_both_variants_and_writes_everything(tmp_path, capsys):
     argv = ["demo", "--out", str(tmp_path), "model.name=tiny-llama", "data.synthetic.n=20", "train.max_samples=4",
-            "train.accumulate_to=4", "eval.every=4", "eval.n_boot=50", "run.progress=false", "run.tensorboard=false"]
+            "train.accumulate_to=4", "eval.every=4", "run.progress=false", "run.tensorboard=false"]
     assert main(argv) == 0
     (root,) = tmp_path.glob("demo-*")
     for variant in ("joint", "text-only"):

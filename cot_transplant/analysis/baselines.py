@@ -16,8 +16,8 @@ Equal lengths are ties and count as half right. Every figure over no rows is Non
 from __future__ import annotations
 
 from cot_transplant.analysis.breakdown import CHECKER_HOW, _checker_decides, last_step_choice
-from cot_transplant.analysis.stats import wilson
 from cot_transplant.data.record import Record
+from cot_transplant.runs.metrics import wilson
 
 LENGTH_HOW = ("score = characters of candidate 1's argument - candidate 2's; the sign (pick the longer or the "
               "shorter) right on more train rows, ties half, a draw keeps longer; no threshold")

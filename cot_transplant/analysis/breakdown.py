@@ -6,7 +6,7 @@ accuracy (`f_c`) comes from: by error kind, by error step, by number of steps, b
 the error sits in the last step, and by whether the choice argument was right. On synthetic
 data a "last-step checker" gives the score that the cheap strategy reaches, as a reference.
 
-Rows are rebuilt from the run's own config (`train.setup.load_records`, row ids = positions,
+Rows are rebuilt from the run's own config (`runs.records.load_records`, row ids = positions,
 as training numbers them) and joined to `predictions/<split>-<samples>.csv` by row id.
 """
 
@@ -17,8 +17,8 @@ import re
 from fractions import Fraction
 from pathlib import Path
 
-from cot_transplant.analysis.stats import wilson
 from cot_transplant.errors import UserError
+from cot_transplant.runs.metrics import wilson
 
 GROUPINGS = ("error_kind", "error_step", "n_steps", "error_in_last_step", "argument_right")
 MISSING = "(none)"
@@ -165,7 +165,7 @@ def split_breakdown(records_by_id: dict, predictions: dict[str, list], synthetic
     Raises:
         UserError: a predicted row the data does not hold, or whose label differs (the data changed).
     """
-    from cot_transplant.train.metrics import row_scores
+    from cot_transplant.runs.metrics import row_scores
 
     rows = []
     scores = row_scores(predictions["p_cand1"], predictions["p_cand2"], predictions["label"]).tolist()
@@ -212,8 +212,8 @@ def run_records(run: Path) -> list:
     """The run's rows as training numbered them (`load_records` on its config, row id = position)."""
     import dataclasses
 
-    from cot_transplant.train import rundir
-    from cot_transplant.train.setup import load_records
+    from cot_transplant.runs import rundir
+    from cot_transplant.runs.records import load_records
 
     cfg, _ = rundir.read_run_config(Path(run))
     return [dataclasses.replace(r, row_id=i) for i, r in enumerate(load_records(cfg))]
@@ -227,8 +227,8 @@ def compute_breakdown(run: Path, samples: int | None = None, records: list | Non
         UserError: not a run directory, no predictions at `samples`, or data that no longer matches.
     """
     from cot_transplant.provenance import stamp
-    from cot_transplant.train import rundir
-    from cot_transplant.train.summary import summarize
+    from cot_transplant.runs import rundir
+    from cot_transplant.runs.summary import summarize
 
     run = Path(run)
     cfg, _ = rundir.read_run_config(run)
@@ -263,7 +263,7 @@ def compute_breakdown(run: Path, samples: int | None = None, records: list | Non
 
 def breakdown(run: Path, samples: int | None = None) -> dict:
     """`compute_breakdown`, written to RUN/breakdown.json; returns it."""
-    from cot_transplant.train.rundir import atomic_write_text
+    from cot_transplant.runs.rundir import atomic_write_text
 
     result = compute_breakdown(run, samples)
     atomic_write_text(Path(run) / RESULT, json.dumps(result, indent=1))

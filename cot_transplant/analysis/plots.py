@@ -315,19 +315,12 @@ def plot_curves(run_dirs: Sequence[Path], out_png: Path, smooth: int = 1, refere
     return out_png
 
 
-def eval_curve(run: Run, metric: str) -> list[tuple[float, float | None]]:
-    """(samples, value) points of one eval metric key (e.g. "val/f_c") for `ci_band`."""
-    split = metric.split("/", 1)[0]
-    return [(r["samples"], r.get(metric)) for r in run.evals if record_split(r) == split]
-
-
 def plot_ci_band(curves_by_label: Mapping[str, Iterable[Iterable[tuple[float, float | None]]]], out_png: Path, *,
                  ylabel: str = "val/f_c", title: str | None = None, base_rate: float | None = None,
                  alpha: float = 0.05, bounds: tuple[float, float] | None = None) -> Path:
     """One mean line with its band per label (e.g. a sweep combination); return the path.
 
-    `curves_by_label` maps a label to its runs' (samples, value) series (see
-    `eval_curve`); the band is `stats.ci_band`: the (1 - alpha) t interval where 3+ runs
+    `curves_by_label` maps a label to its runs' (samples, value) series; the band is `stats.ci_band`: the (1 - alpha) t interval where 3+ runs
     have a point (clipped to `bounds`, e.g. `stats.FRACTION` for f_c), the runs' min-max
     where fewer do. `base_rate`, when given, is drawn as a dotted line.
     """

@@ -164,7 +164,7 @@ def run_probes(data: str | Path, out: str | Path, model_name: str | None = None,
     from cot_transplant.models import DEFAULT_MODEL, load_model, load_tokenizer
     from cot_transplant.prompts.templates import get_template
     from cot_transplant.provenance import stamp
-    from cot_transplant.train.rundir import atomic_write_text
+    from cot_transplant.runs.rundir import atomic_write_text
     from cot_transplant.train.setup import resolve_device
 
     if rows < 2:
@@ -270,3 +270,19 @@ def plot_probes(result: dict, out_png) -> object:
     fig.tight_layout()
     fig.savefig(out_png, dpi=110, format="png")
     return out_png
+
+
+def format_probes(result: dict, data: Path, folds: int) -> str:
+    """The terminal lines of `run_probes`' result: the best layer per kind of state, then the surface baselines."""
+    from cot_transplant.analysis.probe_baselines import BASELINE_LABELS
+
+    lines = [f"probe {result['config']['model']} on {data}: {result['n_questions']} questions, "
+             f"{folds}-fold CV grouped by question"]
+    for kind, best in result["best"].items():
+        shuffled = best.get("auroc_shuffled")
+        lines.append(f"   {KIND_LABELS[kind]}: best layer {best['layer']}, AUROC {best['auroc']:.3f}"
+                     + ("" if shuffled is None else f" (shuffled labels {shuffled:.3f})"))
+    for name, base in result["baselines"].items():
+        auroc = "n/a" if base["auroc"] is None else f"{base['auroc']:.3f}"
+        lines.append(f"   baseline, {BASELINE_LABELS[name]}: AUROC {auroc} (same rows and folds)")
+    return "\n".join(lines)

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from cot_transplant.analysis.report_render import Section
-from cot_transplant.analysis.report_sections import (REFERENCE_CSV, Source, breakdown_section, configuration_section,
-                                                     curves_section, data_section, probes_section, reference_section,
-                                                     results_section, truncation_section)
+from cot_transplant.analysis.report_sections import (REFERENCE_CSV, ReportInput, breakdown_section,
+                                                     configuration_section, curves_section, data_section,
+                                                     probes_section, reference_section, results_section,
+                                                     truncation_section)
 from cot_transplant.errors import UserError
 
 SECTIONS = ("Configuration", "Data", "Results", "Curves", "Truncation", "Probes", "Confound breakdown",
@@ -23,7 +24,7 @@ SECTIONS = ("Configuration", "Data", "Results", "Curves", "Truncation", "Probes"
 FORMATS = ("html", "md")
 
 
-def load_source(path: Path) -> Source:
+def load_source(path: Path) -> ReportInput:
     """A sweep (sweep.json) or run (config.yaml) directory. Raises UserError for anything else."""
     from cot_transplant.analysis.plots import run_label
 
@@ -32,11 +33,11 @@ def load_source(path: Path) -> Source:
         sweep = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
         runs = [(c["label"], path / r["name"]) for c in sweep["combinations"] for r in c["runs"]
                 if r["status"] == "complete" and (path / r["name"] / "config.yaml").is_file()]
-        return Source("sweep", path, path.name, runs, sweep)
+        return ReportInput("sweep", path, path.name, runs, sweep)
     if (path / "sweep.yaml").is_file():
         raise UserError(f"{path}: a sweep without sweep.json; aggregate it with `cot-transplant sweep --resume {path}`")
     if (path / "config.yaml").is_file():
-        return Source("run", path, run_label(path), [(run_label(path), path)])
+        return ReportInput("run", path, run_label(path), [(run_label(path), path)])
     raise UserError(f"{path}: neither a run directory (config.yaml) nor a sweep directory (sweep.json)")
 
 
@@ -48,7 +49,7 @@ def default_reference() -> Path | None:
     return None
 
 
-def find_probes(sources: list[Source], probe: Path | None) -> list[Path]:
+def find_probes(sources: list[ReportInput], probe: Path | None) -> list[Path]:
     """probe.json files: `probe` (a file or a directory holding one), else any in or under the inputs."""
     if probe is not None:
         path = Path(probe) / "probe.json" if Path(probe).is_dir() else Path(probe)
@@ -92,7 +93,7 @@ def write_report(paths: list[Path], out: Path, fmt: str = "html", probe: Path | 
                  reference: Path | None = None) -> Path:
     """Build the report and write it to `out` (HTML, one file; or Markdown with a folder of figures)."""
     from cot_transplant.analysis.report_render import render_html, render_markdown
-    from cot_transplant.train.rundir import atomic_write_text
+    from cot_transplant.runs.rundir import atomic_write_text
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: use one of {', '.join(FORMATS)}")

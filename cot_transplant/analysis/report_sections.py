@@ -16,7 +16,7 @@ from cot_transplant.errors import UserError
 
 
 @dataclass
-class Source:
+class ReportInput:
     """One input: a run directory, or a sweep directory with its complete runs."""
 
     kind: str  # "run" | "sweep"
@@ -52,7 +52,7 @@ def _baselines_cell(b: dict | None) -> str:
 
 
 def _summary(run: Path) -> dict:
-    from cot_transplant.train.summary import summarize
+    from cot_transplant.runs.summary import summarize
 
     path = run / "summary.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else summarize(run)
@@ -61,7 +61,7 @@ def _summary(run: Path) -> dict:
 # --- sections ---------------------------------------------------------------------------------------
 
 
-def configuration_section(sources: list[Source]) -> Section:
+def configuration_section(sources: list[ReportInput]) -> Section:
     s = Section("Configuration")
     for src in sources:
         if src.kind == "sweep":
@@ -81,7 +81,7 @@ def configuration_section(sources: list[Source]) -> Section:
 def _records(run: Path, cache: dict) -> list:
     from cot_transplant.analysis.breakdown import run_records
     from cot_transplant.config import to_dict
-    from cot_transplant.train import rundir
+    from cot_transplant.runs import rundir
 
     key = json.dumps(to_dict(rundir.read_run_config(run)[0])["data"], sort_keys=True, default=str)
     if key not in cache:
@@ -89,7 +89,7 @@ def _records(run: Path, cache: dict) -> list:
     return cache[key]
 
 
-def data_section(sources: list[Source], cache: dict) -> Section:
+def data_section(sources: list[ReportInput], cache: dict) -> Section:
     from cot_transplant.data.stats import dataset_stats
 
     s = Section("Data")
@@ -123,8 +123,8 @@ def data_section(sources: list[Source], cache: dict) -> Section:
     return s
 
 
-def results_section(sources: list[Source]) -> Section:
-    from cot_transplant.analysis.sweep import interval_text
+def results_section(sources: list[ReportInput]) -> Section:
+    from cot_transplant.analysis.sweep_aggregate import interval_text
 
     s = Section("Results")
     for src in [x for x in sources if x.kind == "sweep"]:
@@ -180,8 +180,8 @@ def results_section(sources: list[Source]) -> Section:
 
 def _correct(run: Path) -> dict[int, float]:
     """{row_id: row score (1, 1/2 on a tie, 0)} on the test rows at the run's val-chosen checkpoint."""
-    from cot_transplant.train import rundir
-    from cot_transplant.train.metrics import row_scores
+    from cot_transplant.runs import rundir
+    from cot_transplant.runs.metrics import row_scores
 
     samples = (_summary(run).get("test_at_chosen") or {}).get("samples")
     path = run / "predictions" / f"test-{samples}.csv"
@@ -191,7 +191,7 @@ def _correct(run: Path) -> dict[int, float]:
     return dict(zip(p["row_id"], row_scores(p["p_cand1"], p["p_cand2"], p["label"]).tolist()))
 
 
-def _run_tests(run_srcs: list[Source]) -> Table:
+def _run_tests(run_srcs: list[ReportInput]) -> Table:
     """Each run against the first: a paired permutation test on the test rows both evaluated."""
     from cot_transplant.analysis.stats import paired_permutation_test
 
@@ -209,7 +209,7 @@ def _run_tests(run_srcs: list[Source]) -> Table:
                  caption="paired permutation tests at each run's val-chosen checkpoint")
 
 
-def curves_section(sources: list[Source], reference: dict | None) -> Section:
+def curves_section(sources: list[ReportInput], reference: dict | None) -> Section:
     from cot_transplant.analysis.report_figures import curves_figure
 
     s = Section("Curves")
@@ -234,7 +234,7 @@ def curves_section(sources: list[Source], reference: dict | None) -> Section:
     return s
 
 
-def truncation_section(sources: list[Source]) -> Section:
+def truncation_section(sources: list[ReportInput]) -> Section:
     from cot_transplant.analysis.truncation import plot_truncation
 
     s = Section("Truncation")
@@ -308,7 +308,7 @@ def _probe_baselines(result: dict) -> Table | Para:
                          "these reads no more than the argument's length or words")
 
 
-def _breakdowns(src: Source, cache: dict) -> tuple[list[tuple[str, list[dict]]], list[str]]:
+def _breakdowns(src: ReportInput, cache: dict) -> tuple[list[tuple[str, list[dict]]], list[str]]:
     """(column label, breakdowns of its runs) per variant of `src`, and why any run has none."""
     from cot_transplant.analysis.breakdown import RESULT, compute_breakdown
 
@@ -347,7 +347,7 @@ def _mean(values) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def breakdown_section(sources: list[Source], cache: dict) -> Section:
+def breakdown_section(sources: list[ReportInput], cache: dict) -> Section:
     from cot_transplant.analysis.breakdown import GROUPINGS
     from cot_transplant.analysis.report_figures import breakdown_figure
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cot_transplant.analysis.stats import FRACTION, holm, paired_permutation_test, seed_interval, wilson
+from cot_transplant.analysis.stats import FRACTION, holm, paired_permutation_test, seed_interval
 from cot_transplant.errors import UserError
-from cot_transplant.train import rundir
-from cot_transplant.train.metrics import auroc, row_scores
+from cot_transplant.runs import rundir
+from cot_transplant.runs.metrics import wilson, auroc, row_scores
 
 RUN_NAME = re.compile(r"^(?P<study>[a-z0-9]+)-(?P<variant>[a-z-]+)-s(?P<seed>\d+)$")
 CONTROLS = ("shuffled-kv", "swapped-kv")

@@ -1,21 +1,18 @@
-"""Statistics for honest reporting: the Wilson interval of one split's f_c, t intervals (or the
-range) across seeds, a paired permutation test with Holm's correction, CI bands over runs, and
-checkpoint selection on the validation split only. Pure numpy (scipy imported where needed); no torch.
+"""Statistics for honest reporting across runs: t intervals (or the range) across seeds, a paired permutation
+test with Holm's correction, CI bands over runs. Pure numpy (scipy imported where needed); no torch.
+
+One split's figures (the Wilson interval of f_c) are `runs.metrics`'s; the validation-only checkpoint choice is
+`runs.summary.select_checkpoint`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-
-# Defined below `analysis`, where training needs them: the Wilson interval of an eval's f_c, and the
-# validation-only checkpoint choice of a run's summary. Re-exported: the statistics are read here.
-from cot_transplant.train.metrics import wilson  # noqa: F401
-from cot_transplant.train.summary import select_checkpoint  # noqa: F401
 
 _CHUNK = 4_000_000  # elements per (resamples x rows) block: bounds memory on large splits
 # Fewest values for a t interval: with two, t_1 = 12.7 gives an interval that says nothing, so fewer
@@ -39,36 +36,6 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     adjusted = np.empty_like(p)
     adjusted[order] = stepped
     return adjusted.tolist()
-
-
-def bootstrap_ci(values: ArrayLike, stat: Callable = np.mean, n_boot: int = 2000, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) interval of `stat(values)`, resampling rows with replacement.
-
-    `stat` is called as `stat(matrix, axis=1)` on blocks of resamples when it takes
-    an `axis` argument (np.mean, np.median, ...), else once per resample. Seeded:
-    the same call gives the same interval. Like every percentile bootstrap it runs a
-    little narrow on small samples (measured: 93.3% coverage of a normal mean at
-    n = 60, 93.7% at n = 200). Raises ValueError on empty `values`.
-    """
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    n = len(values)
-    if n == 0:
-        raise ValueError("bootstrap_ci: no values")
-    rng = np.random.default_rng(seed)
-    block = max(1, _CHUNK // n)
-    stats: list[np.ndarray] = []
-    for start in range(0, n_boot, block):
-        samples = values[rng.integers(0, n, size=(min(block, n_boot - start), n))]  # (resamples, n)
-        try:
-            s = np.asarray(stat(samples, axis=1), dtype=np.float64)
-            if s.shape != (len(samples),):
-                raise TypeError
-        except TypeError:  # a statistic without a vectorised axis argument
-            s = np.array([stat(row) for row in samples], dtype=np.float64)
-        stats.append(s)
-    low, high = np.quantile(np.concatenate(stats), [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
 
 
 def mean_ci(values: ArrayLike, alpha: float = 0.05,

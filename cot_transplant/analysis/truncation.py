@@ -13,7 +13,7 @@ At fraction 1.0 both equal the plain evaluation exactly.
 
 The fractions run longest first: with the arguer state cache on (`train.arguer_cache_gib` > 0), the
 arguer runs once per row and the shorter fractions read the first tokens of its stored states (equal
-to recomputing them up to float rounding; `train.state_cache`). truncation.json records the cache's
+to recomputing them up to float rounding; `train.steps.fast.state_cache`). truncation.json records the cache's
 counts (`arguer_cache`).
 
 Outputs in the run directory: `truncation.json`, `truncation.png`, and per fraction
@@ -27,7 +27,6 @@ import json
 from pathlib import Path
 
 from cot_transplant.errors import UserError
-from cot_transplant.train.evaluate import hide_tails  # noqa: F401  (re-exported: the mask this study applies)
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 TAILS = ("text", "hidden")
@@ -52,22 +51,10 @@ def predict_hidden_tail(session, split: str, fraction: float) -> dict[str, list]
 
 
 def _write_predictions(path: Path, pred: dict[str, list]) -> None:
-    from cot_transplant.train.rundir import write_prediction_rows
+    from cot_transplant.runs.rundir import write_prediction_rows
 
     write_prediction_rows(path, zip(pred["row_id"], pred["p_cand1"], pred["p_cand2"], pred["label"],
                                     pred["argument_choice"]))
-
-
-def find_checkpoint(run: Path, step: int | None) -> Path:
-    """checkpoints/step-<step>, or the latest; UserError naming the available ones otherwise."""
-    from cot_transplant.train import rundir
-
-    ckpt = run / "checkpoints" / f"step-{step}" if step is not None else rundir.latest_checkpoint(run)
-    if ckpt is None or not (ckpt / "state.json").is_file():
-        available = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
-        raise UserError(f"{run}: checkpoint {'(latest)' if step is None else f'step-{step}'} not found; "
-                        f"available: {available or 'none'}")
-    return ckpt
 
 
 def truncation(run: Path, fractions=FRACTIONS, split: str = "test", checkpoint: int | None = None,
@@ -79,7 +66,7 @@ def truncation(run: Path, fractions=FRACTIONS, split: str = "test", checkpoint: 
     checkpoint, or a bad fraction or tail.
     """
     from cot_transplant.provenance import stamp
-    from cot_transplant.train import rundir
+    from cot_transplant.runs import rundir
     from cot_transplant.train.checkpoint import load_checkpoint
     from cot_transplant.train.evaluate import metrics_of, predict
     from cot_transplant.train.setup import setup
@@ -95,7 +82,7 @@ def truncation(run: Path, fractions=FRACTIONS, split: str = "test", checkpoint: 
     cfg, _ = rundir.read_run_config(run)
     if cfg.variant == "text-only":
         raise UserError(f"{run}: a text-only run transplants nothing; truncation has no effect on it")
-    ckpt = find_checkpoint(run, checkpoint)
+    ckpt = rundir.find_checkpoint(run, checkpoint)
     session = setup(cfg)
     if not session.examples.get(split):
         raise UserError(f"{run}: split '{split}' has no rows; choose one of "
@@ -111,7 +98,7 @@ def truncation(run: Path, fractions=FRACTIONS, split: str = "test", checkpoint: 
         rows[f] = {"fraction": f, **{k: m.get(k) for k in ("f_c", "f_c_ci_low", "f_c_ci_high", "auroc", "n",
                                                             "f_c_oc", "f_c_oi", "base_rate", "loss")},
                    "predictions": f"truncation/{name}"}
-    cache = session.settings.state_cache
+    cache = session.arguer_cache
     result = {"run": str(run), "variant": cfg.variant, "split": split, "checkpoint": ckpt.name,
               "samples": state["cursor"]["samples"], "tail": tail, "trained_fraction": cfg.transplant.fraction,
               "fractions": [rows[f] for f in dict.fromkeys(fractions)],
@@ -151,3 +138,18 @@ def plot_truncation(result: dict, out_png: Path) -> Path:
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     return out_png
+
+
+def format_truncation(result: dict) -> str:
+    """The terminal lines of `truncation`'s result: one per fraction, then the arguer state cache's counts."""
+    lines = [f"{result['run']} ({result['variant']}), {result['checkpoint']} ({result['samples']} samples), "
+             f"{result['split']} split, tail {result['tail']}:"]
+    for r in result["fractions"]:
+        ci = f"[{100 * r['f_c_ci_low']:.1f}%, {100 * r['f_c_ci_high']:.1f}%]"
+        auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}"
+        lines.append(f"   fraction {r['fraction']:g}: f_c {100 * r['f_c']:.1f}% {ci}  AUROC {auroc}  n {r['n']}")
+    if result.get("arguer_cache"):
+        from cot_transplant.train.steps.fast.state_cache import CacheStats
+
+        lines.append(f"   {CacheStats(**result['arguer_cache']).line()}")
+    return "\n".join(lines)

@@ -116,7 +116,7 @@ class BatchShape:
     rows: int
     arguer_len: int
     chooser_len: int
-    # The fast path's shapes (train/fastpath/plan.py): packed arguer rows (one per example), kept chooser
+    # The fast path's shapes (train/steps/fast/plan.py): packed arguer rows (one per example), kept chooser
     # tokens, and the transplanted tokens they attend to as extra keys.
     packed_arguer_len: int = 0
     kept_chooser_len: int = 0

@@ -31,7 +31,7 @@ from cot_transplant.bench.plan_memory import (DTYPE_BYTES, SCHEMES, adapter_figu
                                               config_scheme)
 from cot_transplant.bench.trace import StepTrace, attach_meta_adapters, build_meta_base, set_checkpointing, trace_step
 from cot_transplant.config import Config, load_config
-from cot_transplant.train import select
+from cot_transplant.train import steps
 from cot_transplant.train.batches import Batch, collate
 
 GIB = 2 ** 30
@@ -72,38 +72,32 @@ class Planner:
         examples = self.rows.train if train else [e for v in self.rows.evaluated.values() for e in v]
         return collate(longest(examples, rows), self.pad_id, self.cfg.transplant.fraction)
 
-    def settings_for(self, path: str):
-        """The step settings under which `select.py` takes `path`."""
-        if path == select.ADVERSARIAL:
-            return self.settings
-        return dataclasses.replace(self.settings, fast_path="auto" if path == select.FAST else "off")
-
     def trace(self, path: str, train: bool, checkpointing: bool, rows: int) -> StepTrace:
         key = (path, train, checkpointing, rows)
         if key not in self._traces:
             for base in self.bases:
                 set_checkpointing(base, checkpointing)
-            self._traces[key] = trace_step(self.model, self.batch(train, rows), self.settings_for(path), train=train,
+            self._traces[key] = trace_step(self.model, self.batch(train, rows), self.settings, train=train,
                                            path=path, checkpointing=checkpointing)
         return self._traces[key]
 
 
-def step_paths(planner: Planner, impl: str | None) -> tuple[select.Choice, list[str]]:
+def step_paths(planner: Planner, impl: str | None) -> tuple[steps.Choice, list[str]]:
     """(the step the run takes and why, the steps to trace: that one and the other of fast path and reference)."""
-    from cot_transplant.train import fastpath
-    from cot_transplant.train.fastpath.step import IMPLEMENTATIONS
+    from cot_transplant.train.steps.fast.step import IMPLEMENTATIONS
 
     model, s = planner.model, planner.settings
     batch = planner.batch(True, planner.cfg.train.batch_size)
-    fast = dataclasses.replace(s, fast_path="auto")
-    fast_applies = select.choose(model, fast).path == select.FAST and fastpath.blocker(model, fast, batch) is None
-    run = select.choose(model, s)
-    if run.path == select.FAST and (impl or "sdpa") not in IMPLEMENTATIONS:
-        run = select.Choice(select.REFERENCE, f"fast path off: attn_implementation={impl} takes no custom mask")
-    elif run.path == select.FAST and not fast_applies:
-        run = select.Choice(select.REFERENCE, f"fast path off: {fastpath.blocker(model, fast, batch)}")
-    others = [p for p in (select.FAST, select.REFERENCE) if p != run.path and run.path != select.ADVERSARIAL
-              and (p != select.FAST or fast_applies)]
+    fast = steps.choose(model, dataclasses.replace(s, fast_path="auto"))
+    fast_applies = fast.path == steps.FAST and steps.path_for(fast, batch) == steps.FAST
+    run = steps.choose(model, s)
+    if run.path == steps.FAST and (impl or "sdpa") not in IMPLEMENTATIONS:
+        run = steps.Choice(steps.REFERENCE, f"fast path off: attn_implementation={impl} takes no custom mask")
+    elif run.path == steps.FAST and not fast_applies:
+        run = steps.Choice(steps.REFERENCE, f"fast path off: a sequence is longer than the sliding window "
+                                            f"({run.window} tokens)")
+    others = [p for p in (steps.FAST, steps.REFERENCE) if p != run.path and run.path != steps.ADVERSARIAL
+              and (p != steps.FAST or fast_applies)]
     return run, [run.path, *others]
 
 
@@ -111,13 +105,12 @@ def build(cfg: Config, opts: PlanOptions) -> tuple[Planner, dict]:
     """The planner of `cfg` and what it was built from (model, tokenizer, rows), for the report."""
     from cot_transplant.models import DTYPES
     from cot_transplant.prompts.templates import choice_token_ids, get_template
-    from cot_transplant.train.setup import role_names, transplant_spec
-    from cot_transplant.train.step import StepSettings
+    from cot_transplant.train.setup import role_bases
 
     tokenizer, tokenizer_name, tokenizer_note = plan_tokenizer(cfg.model.name)
     template = get_template(cfg.prompt.template, tokenizer, cfg.prompt.template_file)
     choice_ids = choice_token_ids(tokenizer, template)
-    names = list(dict.fromkeys(role_names(cfg)))  # [base] or [arguer's, chooser's]
+    names = list(dict.fromkeys(role_bases(cfg)))  # [base] or [arguer's, chooser's]
     configs = [model_config(n, opts.model_config, len(tokenizer)) for n in names]
     contexts = [c for c in (getattr(config, "max_position_embeddings", None) for config, _ in configs) if c]
     rows = build_rows(cfg, template, tokenizer, cfg.prompt.max_tokens or (min(contexts) if contexts else None))
@@ -127,9 +120,8 @@ def build(cfg: Config, opts: PlanOptions) -> tuple[Planner, dict]:
              for config, _ in configs]
     shapes = [base_shape(b) for b in bases]
     model = attach_meta_adapters(bases, cfg)
-    # No arguer state cache: it keeps states on the host, and a meta tensor has no values to keep.
-    settings = StepSettings(cfg.variant, choice_ids, transplant_spec(cfg), cfg.loss.choice_only, cfg.train.fast_path,
-                            cfg.train.fast_path_block, cfg.train.fast_path_gap, None)
+    # The traces run without an arguer state cache: it keeps states on the host, and a meta tensor has no values.
+    settings = steps.step_settings(cfg, choice_ids)
     config = configs[-1][0].get_text_config() if hasattr(configs[-1][0], "get_text_config") else configs[-1][0]
     about = {"names": names, "sources": [source for _, source in configs], "shapes": shapes, "config": config,
              "tokenizer": tokenizer_name, "tokenizer_note": tokenizer_note, "traced_attention": impl}
@@ -145,7 +137,7 @@ def analytic_flops(batch: Batch, path: str, dims, s, train: bool) -> int:
     from cot_transplant.bench.steps import STEP_PATHS, shape_of
 
     plans = {p.name: p for p in STEP_PATHS}
-    if path == select.FAST:
+    if path == steps.FAST:
         return plans["fast"].flops(shape_of(batch, s), dims, train).total
     shape = BatchShape(rows=batch.chooser_ids.shape[0], arguer_len=batch.arguer_ids.shape[1],
                        chooser_len=batch.chooser_ids.shape[1])
@@ -156,7 +148,7 @@ def summed_flops(groups: list[list], traced: StepTrace, longest_batch: Batch, pl
                  train: bool) -> tuple[int, float]:
     """(FLOPs of all `groups` of examples, traced / analytic on `longest_batch`): an even sample of the groups
     counted analytically, scaled to their number and by that ratio (which includes checkpointing's recompute)."""
-    s, pad, fraction = planner.settings_for(traced.path), planner.pad_id, planner.cfg.transplant.fraction
+    s, pad, fraction = planner.settings, planner.pad_id, planner.cfg.transplant.fraction
     ratio = traced.flops / analytic_flops(longest_batch, traced.path, dims, s, train)
     sample = evenly(groups, SAMPLE)
     mean = sum(analytic_flops(collate(g, pad, fraction), traced.path, dims, s, train) for g in sample) / len(sample)
@@ -178,7 +170,7 @@ def flop_figures(planner: Planner, run: str, about: dict, tflops: float) -> dict
     except (AttributeError, ValueError, TypeError):
         return {**out, "analytic_train_step": None}
     longest_train = planner.batch(True, rows)
-    out["analytic_train_step"] = analytic_flops(longest_train, run, dims, planner.settings_for(run), True)
+    out["analytic_train_step"] = analytic_flops(longest_train, run, dims, planner.settings, True)
     epoch, out["traced_over_analytic"] = summed_flops(sub_batches(planner.rows.train, cfg), step, longest_train,
                                                       planner, dims, True)
     out.update(epoch=epoch, per_sample_mean=epoch // len(planner.rows.train),
@@ -328,7 +320,7 @@ def memory_section(planner: Planner, run: str, paths: list[str], shapes: list, a
 
 def _batch_shape(batch: Batch) -> dict:
     """Rows and padded lengths of a batch, with the fast path's packed lengths."""
-    from cot_transplant.train.fastpath.plan import fast_shapes
+    from cot_transplant.train.steps.fast.plan import fast_shapes
 
     packed, kept, extra, _, _ = fast_shapes(batch)
     return {"rows": batch.chooser_ids.shape[0], "chooser_tokens": batch.chooser_ids.shape[1],

@@ -77,7 +77,8 @@ class Rows:
 def build_rows(cfg: Config, template, tokenizer, limit: int | None) -> Rows:
     """The train and evaluated splits' examples, built as `train/setup.py` builds a run's."""
     from cot_transplant.data.splits import make_split
-    from cot_transplant.train.setup import build_examples, load_records
+    from cot_transplant.runs.records import load_records
+    from cot_transplant.train.setup import build_examples
 
     records = load_records(cfg)
     splits = make_split(cfg.data.split, len(records), cfg.data.val_fraction, cfg.data.test_fraction,

@@ -54,10 +54,10 @@ def config_scheme(cfg) -> str:
 
 def adapter_figures(model, variant: str) -> dict:
     """Parameters and bytes of each adapter, and of the trainable ones' gradients and AdamW's two states."""
-    from cot_transplant.train.adapters import adapter_params, role_model, roles, trainable
+    from cot_transplant.train.adapters import adapter_params, role_adapters, role_model, trainable
 
     adapters, trainable_bytes, trainable_params = {}, 0, 0
-    for name in dict.fromkeys(roles(variant)):
+    for name in dict.fromkeys(role_adapters(variant)):
         params = [p for _, p in adapter_params(role_model(model, name), name)]
         size = sum(p.numel() * p.element_size() for p in params)
         adapters[name] = {"params": sum(p.numel() for p in params), "bytes": size,

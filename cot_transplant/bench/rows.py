@@ -10,8 +10,9 @@ import numpy as np
 from cot_transplant.config import Config
 from cot_transplant.data.record import Record
 from cot_transplant.errors import UserError
+from cot_transplant.runs.records import load_records
 from cot_transplant.train.batches import Example
-from cot_transplant.train.setup import build_examples, load_records
+from cot_transplant.train.setup import build_examples
 
 
 def data_rows(cfg: Config, path: str) -> list[Record]:

@@ -164,7 +164,7 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> int | None:
 
 
 @dataclass
-class Source:
+class BenchRows:
     """One set of rows and the batches made of them."""
 
     name: str
@@ -184,7 +184,7 @@ class Source:
 
 
 def make_source(name: str, records: list[Record], opts: BenchOptions, cfg: Config, template, tokenizer,
-                limit: int | None, device: torch.device, sizes: tuple[int, ...] = ()) -> Source:
+                limit: int | None, device: torch.device, sizes: tuple[int, ...] = ()) -> BenchRows:
     examples, skipped = sample_examples(records, opts.rows, opts.seed, cfg, template, tokenizer, limit)
     pad = tokenizer.pad_token_id
 
@@ -201,28 +201,28 @@ def make_source(name: str, records: list[Record], opts: BenchOptions, cfg: Confi
               "train_shapes": [[b.arguer_ids.shape[0], b.arguer_ids.shape[1], b.chooser_ids.shape[0],
                                 b.chooser_ids.shape[1]] for b in train]}
     sized = {n: batches(n) for n in sorted(set(sizes))}
-    return Source(name, len(examples), skipped, train, batches(cfg.eval.batch_size), tokens, sized)
+    return BenchRows(name, len(examples), skipped, train, batches(cfg.eval.batch_size), tokens, sized)
 
 
-def _run_train(path: StepPath, model, source: Source, settings) -> Callable[[], None]:
+def _run_train(path: StepPath, model, source: BenchRows, settings, cache) -> Callable[[], None]:
     def fn() -> None:
         for batch in source.batches(path, "train"):
-            path.train(model, batch, settings)
+            path.train(model, batch, settings, cache)
     return fn
 
 
-def _run_eval(path: StepPath, model, source: Source, settings) -> Callable[[], None]:
+def _run_eval(path: StepPath, model, source: BenchRows, settings, cache) -> Callable[[], None]:
     def fn() -> None:
         with torch.no_grad():
             for batch in source.batches(path, "eval"):
-                path.evaluate(model, batch, settings)
+                path.evaluate(model, batch, settings, cache)
     return fn
 
 
 Timings = dict[tuple[str, str], list[float]]  # (kind, path name) -> seconds per measured round
 
 
-def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opts: BenchOptions,
+def run_rounds(source: BenchRows, model, settings, paths: tuple[StepPath, ...], opts: BenchOptions,
                device: torch.device, log: Callable[[str], None]) -> tuple[Timings, dict]:
     """Warm-up and measured rounds, each entry once per round in rotated order: times and memory peaks.
 
@@ -238,7 +238,7 @@ def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opt
             a @ b
 
     entries = [("train", p) for p in paths] + [("eval", p) for p in paths] + [("matmul", None)]
-    own = {p.name: p.settings(settings) for p in paths}  # once per source: a path's cache fills in its warm-up
+    own = {p.name: p.setup(settings) for p in paths}  # once per source: a path's cache fills in its warm-up
     times: Timings = {}
     peaks: dict[tuple[str, str], list[int | None]] = {}
     memory_rounds = set(range(opts.warmup)) or {opts.warmup + opts.repeats}
@@ -253,10 +253,10 @@ def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opt
             elif kind == "train":
                 model.train()
                 model.zero_grad(set_to_none=True)
-                fn = _run_train(path, model, source, own[path.name])
+                fn = _run_train(path, model, source, *own[path.name])
             else:
                 model.eval()
-                fn = _run_eval(path, model, source, own[path.name])
+                fn = _run_eval(path, model, source, *own[path.name])
             key = (kind, path.name if path else "matmul")
             if r in memory_rounds:
                 peaks.setdefault(key, []).append(peak_memory(fn, device))
@@ -267,7 +267,7 @@ def run_rounds(source: Source, model, settings, paths: tuple[StepPath, ...], opt
     return times, peaks
 
 
-def measure_source(source: Source, model, settings, paths: tuple[StepPath, ...], dims: ModelDims,
+def measure_source(source: BenchRows, model, settings, paths: tuple[StepPath, ...], dims: ModelDims,
                    opts: BenchOptions, device: torch.device, log: Callable[[str], None]) -> dict:
     """Interleaved rounds over one source; the per-path figures, the matmul's, and the ratios."""
     baseline = _rss_bytes() if device.type == "cpu" else torch.cuda.memory_allocated(device)
@@ -345,9 +345,10 @@ def build_harness(cfg: Config) -> Harness:
         lora_params(dims)
     except (ValueError, AttributeError) as exc:
         raise UserError(f"bench: cannot count FLOPs for this model: {exc}") from None
-    # `reference` runs the reference step even where `train.fast_path=auto` would take the fast path; no path
-    # reuses arguer states unless it says so (`frozen-cached` brings its own cache).
-    settings = dataclasses.replace(m.settings, fast_path="off", state_cache=None)
+    # Each path calls its own step; `train.fast_path=off` says so for the settings too (`reference` runs the
+    # reference even where `auto` would take the fast path). No path reuses arguer states unless it says so
+    # (`frozen-cached` brings its own cache).
+    settings = dataclasses.replace(m.settings, fast_path="off")
     return Harness(cfg, m.model, m.tokenizer, m.template, settings, dims, m.limit, m.device)
 
 

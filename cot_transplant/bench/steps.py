@@ -5,11 +5,11 @@ Each path is one way to run the same joint step on the same batch:
   position of both passes (the arguer's included), the arguer's whole k/v outputs kept
   per layer, then copied into the chooser's k/v row by row and candidate by candidate
   in Python, one backward.
-- `reference`: the current step, `cot_transplant.train.step.train_forward_backward`
+- `reference`: the reference step, `cot_transplant.train.steps.reference.train_forward_backward`
   (span capture, span inject, last-position logits, two-phase backward).
 - `plain-lora`: no transplant; the arguer rows and chooser rows as ordinary LoRA passes
   (last-position logits, loss on each), one backward: the cost floor of these tokens.
-- `fast`: the exact fast path, `cot_transplant.train.fastpath.train_forward_backward`
+- `fast`: the exact fast path, `cot_transplant.train.steps.fast.train_forward_backward`
   (shared arguer prefix, chooser without the candidate positions, the arguer's last layer only
   up to its K/V, the chooser's last layer for the final query only).
 
@@ -29,35 +29,41 @@ import torch
 
 from cot_transplant.bench.flops import (PROJ_SHAPES, BatchShape, ModelDims, StepFlops, attention_flops, head_params,
                                         passes_flops, projection_params)
-from cot_transplant.train import fastpath
-from cot_transplant.train.adapters import role_model, roles
+from cot_transplant.train.steps import fast
+from cot_transplant.train.adapters import role_adapters, role_model
 from cot_transplant.train.batches import Batch, position_ids
-from cot_transplant.train.fastpath.plan import fast_shapes
-from cot_transplant.train.step import StepSettings, forward, loss_and_probs, train_forward_backward
+from cot_transplant.train.steps import StepSettings, loss_and_probs
+from cot_transplant.train.steps.fast import StateCache, fast_shapes
+from cot_transplant.train.steps.reference import forward, train_forward_backward
 from cot_transplant.transplant import active_adapter
 from cot_transplant.transplant.arch import resolve_sites
 
 
 @dataclass(frozen=True)
 class StepPath:
-    """One benchmarked path: a train step (forward + backward into .grad), an eval forward, its FLOPs."""
+    """One benchmarked path: a train step (forward + backward into .grad), an eval forward, its FLOPs.
+
+    `train` and `evaluate` take (model, batch, settings, arguer state cache or None).
+    """
 
     name: str
     description: str
-    train: Callable[[torch.nn.Module, Batch, StepSettings], None]
-    evaluate: Callable[[torch.nn.Module, Batch, StepSettings], None]  # called under torch.no_grad()
+    train: Callable[[torch.nn.Module, Batch, StepSettings, StateCache | None], None]
+    evaluate: Callable[[torch.nn.Module, Batch, StepSettings, StateCache | None], None]  # under torch.no_grad()
     flops: Callable[[BatchShape, ModelDims, bool], StepFlops]  # (shape, dims, train) -> FLOPs
     rows_per_forward: int | None = None  # rows per train/eval batch; None: train.batch_size / eval.batch_size
-    # The settings it runs under, made once per row source from the harness's (e.g. another variant, a cache).
-    adapt: Callable[[StepSettings], StepSettings] | None = None
+    adapt: Callable[[StepSettings], StepSettings] | None = None  # its settings from the harness's (another variant)
+    cached: bool = False  # it reads the arguer's states from its own state cache (filled in its warm-up round)
 
-    def settings(self, base: StepSettings) -> StepSettings:
-        return base if self.adapt is None else self.adapt(base)
+    def setup(self, base: StepSettings) -> tuple[StepSettings, StateCache | None]:
+        """The settings it runs under and its own arguer state cache (a fresh one, or None): made once per row
+        source."""
+        return (base if self.adapt is None else self.adapt(base)), (StateCache(8 * 2 ** 30) if self.cached else None)
 
 
 def shape_of(batch: Batch, s: StepSettings) -> BatchShape:
     """The batch's shapes, the fast path's under the block sizes of `s` (train.fast_path_block/_gap)."""
-    packed, kept, extra, arguer_pairs, chooser_pairs = fast_shapes(batch, s.fast_block, s.fast_gap)
+    packed, kept, extra, arguer_pairs, chooser_pairs = fast_shapes(batch, s.fast_path_block, s.fast_path_gap)
     return BatchShape(rows=batch.chooser_ids.shape[0], arguer_len=batch.arguer_ids.shape[1],
                       chooser_len=batch.chooser_ids.shape[1], packed_arguer_len=packed, kept_chooser_len=kept,
                       extra_keys=extra, arguer_pairs=arguer_pairs, chooser_pairs=chooser_pairs)
@@ -66,11 +72,11 @@ def shape_of(batch: Batch, s: StepSettings) -> BatchShape:
 # --- reference ------------------------------------------------------------------------------------------
 
 
-def _reference_train(model, batch: Batch, s: StepSettings) -> None:
+def _reference_train(model, batch: Batch, s: StepSettings, cache: StateCache | None = None) -> None:
     train_forward_backward(model, batch, s, scale=1.0)
 
 
-def _reference_eval(model, batch: Batch, s: StepSettings) -> None:
+def _reference_eval(model, batch: Batch, s: StepSettings, cache: StateCache | None = None) -> None:
     forward(model, batch, s)
 
 
@@ -98,7 +104,7 @@ def _forward_hooks(model, spec, hook) -> Iterator[None]:
 
 def original_forward(model, batch: Batch, s: StepSettings):
     """The seed's forward, modelled: per-row loss (B,), P1, P2; the graph reaches both adapters."""
-    arguer_name, chooser_name = roles(s.variant)
+    arguer_name, chooser_name = role_adapters(s.variant)
     kept: dict[tuple[str, int], torch.Tensor] = {}
 
     def keep(site, module, args, output):
@@ -123,12 +129,12 @@ def original_forward(model, batch: Batch, s: StepSettings):
     return loss_and_probs(logits[:, -1, :].float(), batch.labels, s)
 
 
-def _original_train(model, batch: Batch, s: StepSettings) -> None:
+def _original_train(model, batch: Batch, s: StepSettings, cache: StateCache | None = None) -> None:
     loss, _, _ = original_forward(model, batch, s)
     loss.sum().backward()  # one backward through both passes (exact only without gradient checkpointing)
 
 
-def _original_eval(model, batch: Batch, s: StepSettings) -> None:
+def _original_eval(model, batch: Batch, s: StepSettings, cache: StateCache | None = None) -> None:
     original_forward(model, batch, s)
 
 
@@ -150,7 +156,7 @@ def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def plain_forward(model, batch: Batch, s: StepSettings) -> torch.Tensor:
     """Both token sets as ordinary passes, no hooks: the summed last-position loss of every sequence."""
-    arguer_name, chooser_name = roles(s.variant)
+    arguer_name, chooser_name = role_adapters(s.variant)
     arguer, chooser = role_model(model, arguer_name), role_model(model, chooser_name)
     with active_adapter(arguer, arguer_name):
         arguer_loss, _, _ = loss_and_probs(_last_logits(arguer, batch.arguer_ids, batch.arguer_mask),
@@ -161,11 +167,11 @@ def plain_forward(model, batch: Batch, s: StepSettings) -> torch.Tensor:
     return arguer_loss.sum() + chooser_loss.sum()
 
 
-def _plain_train(model, batch: Batch, s: StepSettings) -> None:
+def _plain_train(model, batch: Batch, s: StepSettings, cache: StateCache | None = None) -> None:
     plain_forward(model, batch, s).backward()
 
 
-def _plain_eval(model, batch: Batch, s: StepSettings) -> None:
+def _plain_eval(model, batch: Batch, s: StepSettings, cache: StateCache | None = None) -> None:
     plain_forward(model, batch, s)
 
 
@@ -177,12 +183,12 @@ def _plain_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
 # --- fast path ------------------------------------------------------------------------------------------
 
 
-def _fast_train(model, batch: Batch, s: StepSettings) -> None:
-    fastpath.train_forward_backward(model, batch, s, scale=1.0)
+def _fast_train(model, batch: Batch, s: StepSettings, cache: StateCache | None = None) -> None:
+    fast.train_forward_backward(model, batch, s, 1.0, cache)
 
 
-def _fast_eval(model, batch: Batch, s: StepSettings) -> None:
-    fastpath.forward(model, batch, s)
+def _fast_eval(model, batch: Batch, s: StepSettings, cache: StateCache | None = None) -> None:
+    fast.forward(model, batch, s, cache)
 
 
 def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool, arguer: bool = True) -> StepFlops:
@@ -217,11 +223,9 @@ def _fast_flops(shape: BatchShape, dims: ModelDims, train: bool, arguer: bool = 
 # --- frozen arguer, states cached ----------------------------------------------------------------------
 
 
-def _frozen_cached(s: StepSettings) -> StepSettings:
-    """`frozen-arguer` on the fast path with a fresh state cache (a row source's warm-up round fills it)."""
-    from cot_transplant.train.state_cache import StateCache
-
-    return dataclasses.replace(s, variant="frozen-arguer", state_cache=StateCache(8 * 2 ** 30))
+def _frozen(s: StepSettings) -> StepSettings:
+    """`frozen-arguer` (its states then come from the path's state cache, which a warm-up round fills)."""
+    return dataclasses.replace(s, variant="frozen-arguer")
 
 
 def _cached_flops(shape: BatchShape, dims: ModelDims, train: bool) -> StepFlops:
@@ -252,7 +256,7 @@ STEP_PATHS: tuple[StepPath, ...] = registry(
              "positions (transplanted K/V as extra keys), last-position logits", _fast_train, _fast_eval, _fast_flops),
     StepPath("frozen-cached", "frozen-arguer on the fast path, the arguer's states from the state cache (filled in "
              "the warm-up round: a second epoch, or a second evaluation)", _fast_train, _fast_eval, _cached_flops,
-             adapt=_frozen_cached),
+             adapt=_frozen, cached=True),
     StepPath("original-style@2", "original-style at two rows per forward", _original_train, _original_eval,
              _original_flops, rows_per_forward=2),
     StepPath("fast@2", "the fast path at two rows per forward", _fast_train, _fast_eval, _fast_flops,

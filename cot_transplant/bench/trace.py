@@ -2,7 +2,7 @@
 
 `build_meta_model` builds the run's model (base(s) and LoRA adapters, as `train/setup.py` attaches them)
 with every tensor on the meta device: a shape and a dtype, no storage. `trace_step` runs one real
-training step or evaluation forward there, through `train/select.py`'s entry points. A device, dtype or
+training step or evaluation forward there, through `train/steps/`'s entry points. A device, dtype or
 shape error of the step raises as it would on a GPU: a CPU tensor meeting a meta one raises, and so does a
 read of a value on the host. It measures:
 
@@ -37,7 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from cot_transplant.config import Config
-from cot_transplant.train import select
+from cot_transplant.train import steps
 from cot_transplant.train.adapters import ModelPair, attach_adapters
 from cot_transplant.train.batches import Batch
 
@@ -230,7 +230,7 @@ def _where(exc: BaseException) -> str:
 class StepTrace:
     """One traced step: what it ran on, its FLOPs and the memory its own tensors took (bytes)."""
 
-    path: str  # the step `select.py` ran: fast | reference | adversarial
+    path: str  # the step it ran (`steps.choice`): fast | reference | adversarial
     train: bool  # a training step (forward + two-phase backward); else an evaluation forward
     checkpointing: bool
     rows: int
@@ -243,7 +243,7 @@ class StepTrace:
 
 def trace_step(model, batch: Batch, settings, *, train: bool, path: str, checkpointing: bool) -> StepTrace:
     """Run one training step (`train`) or evaluation forward of `model` (on meta) on `batch` under `settings`,
-    through `select.forward_backward` / `select.forward`, and measure it.
+    through `steps.forward_backward` / `steps.forward` on the step `path`, and measure it.
 
     Raises:
         TraceError: the step raised; the message names the step and the error.
@@ -251,16 +251,17 @@ def trace_step(model, batch: Batch, settings, *, train: bool, path: str, checkpo
     params = {_storage(p)._cdata for p in model.parameters()} | {_storage(b)._cdata for b in model.buffers()}
     device = next(model.parameters()).device
     meter, saved = StepMeter(params, device), SavedBytes(params, device)
+    step = steps.Choice(path, "traced")
     model.zero_grad(set_to_none=True)
     model.train(train)
     start = time.perf_counter()
     try:
         with gpu_kernels(), meter, saved.hooks():
             if train:
-                select.forward_backward(model, batch, settings, scale=1.0)
+                steps.forward_backward(model, batch, settings, step, 1.0)
             else:
                 with torch.no_grad():
-                    select.forward(model, batch, settings)
+                    steps.forward(model, batch, settings, step)
     except Exception as exc:
         what = "training step" if train else "evaluation forward"
         first = (str(exc).strip().splitlines() or [""])[0]

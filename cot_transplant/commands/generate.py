@@ -148,9 +148,8 @@ def run(args: argparse.Namespace) -> int:
 
     from cot_transplant.generate.backends import Sampling, redact_url
     from cot_transplant.generate.journal import OutputLog
-    from cot_transplant.generate.pipeline import COUNTERS, Job, output_columns
-    from cot_transplant.generate.pipeline import run as run_pipeline
-    from cot_transplant.generate.prompts import load_templates
+    from cot_transplant.generate.pipeline import COUNTERS, Job, output_columns, run as run_pipeline
+    from cot_transplant.generate.stage_templates import load_templates
     from cot_transplant.provenance import stamp
 
     check_args(args)

@@ -61,8 +61,7 @@ def register(sub) -> None:
 
 
 def run_probe_command(args) -> int:
-    from cot_transplant.analysis.probe_baselines import BASELINE_LABELS
-    from cot_transplant.analysis.probes import KIND_LABELS, run_probes
+    from cot_transplant.analysis.probes import format_probes, run_probes
     from cot_transplant.errors import UserError
 
     data = Path(args.data)
@@ -71,15 +70,7 @@ def run_probe_command(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"probe-{data.stem}"
     result = run_probes(data, out, model_name=args.model, rows=args.rows, folds=args.folds,
                         template_name=args.template, batch_size=args.batch_size)
-    print(f"probe {result['config']['model']} on {data}: {result['n_questions']} questions, "
-          f"{args.folds}-fold CV grouped by question")
-    for kind, best in result["best"].items():
-        shuffled = best.get("auroc_shuffled")
-        print(f"   {KIND_LABELS[kind]}: best layer {best['layer']}, AUROC {best['auroc']:.3f}"
-              + ("" if shuffled is None else f" (shuffled labels {shuffled:.3f})"))
-    for name, base in result["baselines"].items():
-        auroc = "n/a" if base["auroc"] is None else f"{base['auroc']:.3f}"
-        print(f"   baseline, {BASELINE_LABELS[name]}: AUROC {auroc} (same rows and folds)")
+    print(format_probes(result, data, args.folds))
     print(f"written {out / 'probe.json'}, probe.png")
     return 0
 
@@ -87,7 +78,7 @@ def run_probe_command(args) -> int:
 def run_breakdown_command(args) -> int:
     from cot_transplant.analysis.baselines import format_baselines
     from cot_transplant.analysis.breakdown import RESULT, breakdown, format_breakdown, run_records
-    from cot_transplant.analysis.run_summary import prediction_baselines
+    from cot_transplant.analysis.end_of_run import prediction_baselines
     from cot_transplant.errors import UserError
 
     if not args.run.is_dir():

@@ -18,7 +18,7 @@ def register(sub) -> None:
 def run_results(args) -> int:
     from cot_transplant.analysis.results import fill
     from cot_transplant.errors import UserError
-    from cot_transplant.train.rundir import atomic_write_text
+    from cot_transplant.runs.rundir import atomic_write_text
 
     if not args.dir.is_dir():
         raise UserError(f"{args.dir}: results directory not found; give the directory the runs were written to")

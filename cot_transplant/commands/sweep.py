@@ -1,4 +1,4 @@
-"""`cot-transplant sweep`: seeds x grid trained (`train.sweep`), then aggregated (`analysis.sweep`)."""
+"""`cot-transplant sweep`: seeds x grid trained (`train.sweep_runner`), then aggregated (`analysis.sweep_aggregate`)."""
 
 from __future__ import annotations
 
@@ -58,10 +58,10 @@ def register(sub) -> None:
 
 
 def run_sweep_command(args) -> int:
-    from cot_transplant.analysis.run_summary import report_run
-    from cot_transplant.analysis.sweep import RESULT, aggregate
+    from cot_transplant.analysis.end_of_run import report_run
+    from cot_transplant.analysis.sweep_aggregate import RESULT, aggregate, format_result
     from cot_transplant.errors import UserError
-    from cot_transplant.train import sweep
+    from cot_transplant.train import sweep_runner
 
     if args.resume:
         if args.config or args.grid or args.seeds or args.out or args.compare or args.overrides:
@@ -75,55 +75,18 @@ def run_sweep_command(args) -> int:
         if args.seeds is None:
             raise UserError("sweep needs --seeds N (training seeds per combination)")
         compare = [v.strip() for v in args.compare.split(",")] if args.compare else None
-        sweep_dir = sweep.make_plan(args.config, args.seeds, sweep.parse_grid(args.grid), args.overrides,
-                                    out=args.out, compare=compare, n_perm=args.n_perm)
-    plan = sweep.read_plan(sweep_dir)
+        sweep_dir = sweep_runner.make_plan(args.config, args.seeds, sweep_runner.parse_grid(args.grid),
+                                           args.overrides, out=args.out, compare=compare, n_perm=args.n_perm)
+    plan = sweep_runner.read_plan(sweep_dir)
     print(f"sweep {sweep_dir}: {len(plan['combinations'])} combination(s) x {len(plan['seeds'])} seed(s) = "
-          f"{len(plan['runs'])} runs (plan in {sweep_dir / sweep.PLAN})")
+          f"{len(plan['runs'])} runs (plan in {sweep_dir / sweep_runner.PLAN})")
     if args.dry_run:
         for run in plan["runs"]:
             print(f"   {run['name']}: {plan['combinations'][run['combination']]['label']}, seed {run['seed']}")
         print(f"start it with `cot-transplant sweep --resume {sweep_dir}`")
         return 0
-    failed, interrupted = sweep.run_sweep(sweep_dir, report=report_run)
+    failed, interrupted = sweep_runner.run_sweep(sweep_dir, report=report_run)
     result = aggregate(sweep_dir, plan, failed, interrupted)
     print(format_result(result))
     print(f"written {sweep_dir / RESULT}")
     return 130 if result["interrupted"] else 1 if result["failed"] else 0
-
-
-def _p(test: dict, key: str = "p_value") -> str:
-    return "n/a" if test.get(key) is None else f"{test[key]:.3g} (n={test['n']})"
-
-
-def format_result(result: dict) -> str:
-    """A short text table of sweep.json for the terminal: intervals as `analysis.sweep.interval_text`, the primary test
-    (raw and Holm-adjusted p) before the secondary ones."""
-    from cot_transplant.analysis.sweep import interval_text
-
-    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # noqa: E731
-    lines = [f"== sweep {result['sweep']}: seeds {result['seeds']}; same split in every run: "
-             f"{result['split']['same_split']}"]
-    for c in result["combinations"]:
-        above = c["above_base_rate"]["at_chosen"]
-        lines.append(f"   {c['label']}: {c['n_complete']}/{c['n_runs']} runs; test f_c at chosen "
-                     f"{interval_text(c['test_at_chosen']['f_c'], pct)}, at end "
-                     f"{interval_text(c['test_at_end']['f_c'], pct)}; above base rate {above['runs']}/{above['of']}")
-        b = c.get("baselines")
-        if b:
-            lines.append(f"      baselines on the same {b['n']} test rows: argument {pct(b['argument'])}, length-only "
-                         f"{pct(b['length_only'])}, last-step checker {pct(b['last_step_checker'])}")
-    if result["comparisons"]:
-        lines.append(f"   primary test: paired permutation test on per-row means over seeds, Holm-adjusted across "
-                     f"{len(result['comparisons'])} comparison(s); the per-seed and concatenated tests are secondary")
-    for cmp in result["comparisons"]:
-        fixed = f" ({', '.join(f'{k}={v}' for k, v in cmp['fixed'].items())})" if cmp["fixed"] else ""
-        primary = cmp["row_means"]
-        secondary = [f"seed {s['seed']} p={_p(s)}" for s in cmp["per_seed"]]
-        secondary.append(f"all seeds' rows concatenated p={_p(cmp['concatenated'])}")
-        lines.append(f"   {cmp['a']} vs {cmp['b']}{fixed}: primary (per-row means over seeds) diff "
-                     f"{pct(primary['diff'])}, p={_p(primary)}, Holm p={_p(primary, 'p_holm')}; "
-                     f"secondary: " + "; ".join(secondary))
-    if result["incomplete"]:
-        lines.append(f"   incomplete: {', '.join(result['incomplete'])}")
-    return "\n".join(lines)

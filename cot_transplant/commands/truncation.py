@@ -22,19 +22,10 @@ def register(sub) -> None:
 
 
 def run_truncation_command(args) -> int:
-    from cot_transplant.analysis.truncation import parse_fractions, truncation
+    from cot_transplant.analysis.truncation import format_truncation, parse_fractions, truncation
 
     result = truncation(args.run, parse_fractions(args.fractions), split=args.split, checkpoint=args.checkpoint,
                         tail=args.tail)
-    print(f"{result['run']} ({result['variant']}), {result['checkpoint']} ({result['samples']} samples), "
-          f"{result['split']} split, tail {result['tail']}:")
-    for r in result["fractions"]:
-        ci = f"[{100 * r['f_c_ci_low']:.1f}%, {100 * r['f_c_ci_high']:.1f}%]"
-        auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}"
-        print(f"   fraction {r['fraction']:g}: f_c {100 * r['f_c']:.1f}% {ci}  AUROC {auroc}  n {r['n']}")
-    if result.get("arguer_cache"):
-        from cot_transplant.train.state_cache import CacheStats
-
-        print(f"   {CacheStats(**result['arguer_cache']).line()}")
+    print(format_truncation(result))
     print(f"written {Path(result['run']) / 'truncation.json'}, truncation.png")
     return 0

@@ -254,5 +254,5 @@ def coins(b: Builder, n: int) -> str:
     return f"{who.name} buys {items}. How many dollars does {who.he} spend?"
 
 
-FAMILIES = {"tickets": tickets, "shopping": shopping, "boxes": boxes, "garden": garden, "sharing": sharing,
-            "ages": ages, "stock": stock, "baking": baking, "coins": coins}
+QUESTION_FAMILIES = {"tickets": tickets, "shopping": shopping, "boxes": boxes, "garden": garden, "sharing": sharing,
+                     "ages": ages, "stock": stock, "baking": baking, "coins": coins}

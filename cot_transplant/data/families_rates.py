@@ -221,5 +221,5 @@ def practice(b: Builder, n: int) -> str:
     return f"{who.name} practices {join(habits)}. How many hours does {who.he} practice {period}?"
 
 
-FAMILIES = {"travel": travel, "machine": machine, "area": area, "wages": wages, "recipe": recipe,
-            "unit_price": unit_price, "fuel": fuel, "practice": practice}
+QUESTION_FAMILIES = {"travel": travel, "machine": machine, "area": area, "wages": wages, "recipe": recipe,
+                     "unit_price": unit_price, "fuel": fuel, "practice": practice}

@@ -25,10 +25,10 @@ from cot_transplant.data.record import Record
 from cot_transplant.data.sources import Question
 from cot_transplant.errors import UserError, suggest
 
-__all__ = ["ERROR_KINDS", "ERROR_STEPS", "FAMILIES", "SynthItem", "generate", "synthesize", "synth_questions",
+__all__ = ["ERROR_KINDS", "ERROR_STEPS", "QUESTION_FAMILIES", "SynthItem", "generate", "synthesize", "synth_questions",
            "write_choice_argument"]
 
-FAMILIES = {**families_counts.FAMILIES, **families_rates.FAMILIES}
+QUESTION_FAMILIES = {**families_counts.QUESTION_FAMILIES, **families_rates.QUESTION_FAMILIES}
 ERROR_STEPS = ("last", "first", "middle", "random")
 STEP_COUNTS = (2, 3, 4, 5)
 MAX_TRIES = 500  # draws per row before an impossible combination of options is reported
@@ -99,10 +99,10 @@ def draw_problem(rng: random.Random, n_steps: int, number_range: tuple[int, int]
     """A problem of exactly `n_steps` steps from a random family whose numbers all stay exact,
     with its step results."""
     for _ in range(MAX_TRIES):
-        name = rng.choice(list(FAMILIES))
+        name = rng.choice(list(QUESTION_FAMILIES))
         b = Builder(name, rng, number_range, short)
         try:
-            question = FAMILIES[name](b, n_steps)
+            question = QUESTION_FAMILIES[name](b, n_steps)
         except GiveUp:
             continue
         problem = b.build(question)

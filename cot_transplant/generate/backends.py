@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from cot_transplant.errors import UserError
-from cot_transplant.generate.prompts import Rendered
 from cot_transplant.generate.ratelimit import Backoff, RateLimiter, parse_retry_after
+from cot_transplant.generate.stage_templates import Rendered
 
 ENDPOINTS = ("chat", "completions")
 FAULT_KINDS = ("rate_limited", "server_errors", "bad_replies", "timeouts", "connection_errors")
@@ -100,9 +100,6 @@ class OpenAIBackend:
         self.client = openai.OpenAI(api_key=api_key or "no-key-set", base_url=base_url, timeout=timeout,
                                     max_retries=0)
         self._openai = openai
-
-    def describe(self) -> dict:
-        return {"backend": self.name, "model": self.model, "base_url": redact_url(self.base_url)}
 
     def complete(self, request: Rendered, counts: Counter) -> str:
         for attempt in range(self.max_retries + 1):

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 
 from cot_transplant.generate.backends import Sampling
-from cot_transplant.generate.prompts import Rendered
+from cot_transplant.generate.stage_templates import Rendered
 
 
 class _Pending:
@@ -58,9 +58,6 @@ class LocalBackend:
     @property
     def model(self) -> str:
         return self.model_name
-
-    def describe(self) -> dict:
-        return {"backend": self.name, "model": self.model_name, "device": self.device}
 
     def complete(self, request: Rendered, counts: Counter) -> str:
         counts["requests"] += 1

@@ -31,7 +31,7 @@ from cot_transplant.errors import UserError
 from cot_transplant.generate.backends import FAULT_KINDS, RequestFailed, Sampling
 from cot_transplant.generate.journal import OutputLog
 from cot_transplant.generate.parse import format_number, parse_choice, parse_number, parse_reply, same_number
-from cot_transplant.generate.prompts import STAGE_FIELDS, STAGES, Templates
+from cot_transplant.generate.stage_templates import STAGE_FIELDS, STAGES, Templates
 
 OUTCOMES = ("accepted", "bad_gold", "failed_requests", "correct_stage_wrong", "incorrect_stage_right",
             *(f"bad_format_{s}" for s in STAGES))

@@ -26,6 +26,10 @@ from typing import Iterable, Sequence
 import torch
 
 
+class EmptySpan(ValueError):
+    """A named segment whose text has no tokens (e.g. only control characters): it can have no span."""
+
+
 @dataclass(frozen=True)
 class Segment:
     """A piece of a prompt. `name` makes its span available; `special` lets the text hold special tokens."""
@@ -101,7 +105,7 @@ def encode_segments(tokenizer, segments: Iterable[Segment], shift: bool = True, 
         if seg.name in spans:
             raise ValueError(f"segment name '{seg.name}' is used twice")
         if start == end:
-            raise ValueError(f"segment '{seg.name}' has no tokens (text {seg.text!r})")
+            raise EmptySpan(f"segment '{seg.name}' has no tokens (text {seg.text!r})")
         if shift and start == 0:
             raise ValueError(f"segment '{seg.name}' starts the prompt; shift=True needs a token before it")
         spans[seg.name] = (start - 1, end - 1) if shift else (start, end)

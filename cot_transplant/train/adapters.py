@@ -18,10 +18,11 @@ import torch
 
 from cot_transplant.config import LoraConfig
 from cot_transplant.errors import UserError
+from cot_transplant.transplant.arch import unwrap
 
 
-def roles(variant: str) -> tuple[str, str]:
-    """(arguer adapter, chooser adapter) names for a variant."""
+def role_adapters(variant: str) -> tuple[str, str]:
+    """The names of the arguer's and the chooser's adapters under `variant` (one `shared` adapter plays both)."""
     return ("shared", "shared") if variant == "shared" else ("arguer", "chooser")
 
 
@@ -52,7 +53,7 @@ def attach_adapters(base, cfg: LoraConfig, variant: str, seed: int, names: tuple
 
     pcfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                           target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
-    names = sorted(set(roles(variant) if names is None else names))
+    names = sorted(set(role_adapters(variant) if names is None else names))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = get_peft_model(base, pcfg, adapter_name=names[0])
@@ -123,7 +124,7 @@ def load_adapter_weights(model, name: str, path: str) -> None:
 def base_reference(model, name: str, fallback: str) -> str:
     """The base of adapter `name` as `from_pretrained` takes it: an absolute directory (a local model, the
     bundled model's cache entry) or a hub id; `fallback` (our model name) for a base built in code (tiny-*)."""
-    path = role_model(model, name).get_base_model().name_or_path
+    path = unwrap(role_model(model, name)).name_or_path
     if not path:
         return fallback
     return str(Path(path).resolve()) if Path(path).is_dir() else path

@@ -137,8 +137,8 @@ def save_chosen(run: Path, model, adapter_names: list[str], samples: int) -> boo
     one the summary chooses (`summary.summarize`: the best val/f_c so far, ties to the earliest; the latest
     without validation). Returns whether it did. Written to a temporary directory, then renamed.
     """
-    from cot_transplant.train import rundir
-    from cot_transplant.train.summary import select_checkpoint
+    from cot_transplant.runs import rundir
+    from cot_transplant.runs.summary import select_checkpoint
 
     evals = [m for m in rundir.read_metrics(run) if m.get("kind") == "eval"]
     try:

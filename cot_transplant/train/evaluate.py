@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cot_transplant.train import rundir
+from cot_transplant.runs import rundir
+from cot_transplant.runs.metrics import eval_metrics, prefix
 from cot_transplant.train.batches import by_length, collate, cut_span
-from cot_transplant.train.metrics import eval_metrics, prefix
 from cot_transplant.train.setup import Session
-from cot_transplant.train.select import forward
+from cot_transplant.train.steps import forward
 
 
 def predict(session: Session, split: str, fraction: float | None = None, dist=None,
@@ -40,7 +40,7 @@ def predict(session: Session, split: str, fraction: float | None = None, dist=No
                 if hide_tail and fraction < 1:
                     hide_tails(batch.chooser_mask, collate(chunk, session.tokenizer.pad_token_id, 1.0).chooser_spans,
                                fraction)
-                loss, p1, p2, _ = forward(model, batch, session.settings)
+                loss, p1, p2, _ = forward(model, batch, session.settings, session.step, session.arguer_cache)
                 p1, p2, loss = torch.stack([p1.float(), p2.float(), loss.float()]).cpu().tolist()  # one host copy
                 out["row_id"] += batch.row_ids
                 out["p_cand1"] += p1
@@ -77,12 +77,19 @@ def metrics_of(pred: dict[str, list]) -> dict:
     return m
 
 
-def evaluate(session: Session, split: str, samples: int, run: Path | None, dist=None) -> dict:
-    """Evaluate one split, write predictions/<split>-<samples>.csv (when `run`), return the metrics.jsonl record."""
+def evaluate(session: Session, split: str, samples: int, run: Path | None, dist=None,
+             predictions: Path | None = None) -> dict:
+    """Evaluate one split, write its predictions, return the metrics.jsonl record.
+
+    The predictions go to `predictions` if given, else to RUN/predictions/<split>-<samples>.csv when `run` is
+    given; with neither, nothing is written.
+    """
     t0 = time.time()
     pred = predict(session, split, dist=dist)
-    if run is not None:
-        rows = zip(pred["row_id"], pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"])
+    rows = zip(pred["row_id"], pred["p_cand1"], pred["p_cand2"], pred["label"], pred["argument_choice"])
+    if predictions is not None:
+        rundir.write_prediction_rows(predictions, rows)
+    elif run is not None:
         rundir.write_predictions(run, split, samples, list(rows))
     m = metrics_of(pred)
     return {"kind": "eval", "split": split, "samples": samples, **prefix(m, split),

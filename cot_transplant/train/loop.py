@@ -8,7 +8,7 @@ import resource
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,15 +17,16 @@ import torch
 
 from cot_transplant.config import Config
 from cot_transplant.errors import UserError
-from cot_transplant.train import rundir, tracking
-from cot_transplant.train.adapters import adapter_params, roles, trainable
+from cot_transplant.runs import rundir
+from cot_transplant.runs.metrics import choice_metrics, prefix
+from cot_transplant.train import tracking
+from cot_transplant.train.adapters import adapter_params, trainable
 from cot_transplant.train.batches import by_length, collate
 from cot_transplant.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_chosen
 from cot_transplant.train.distributed import Dist
 from cot_transplant.train.evaluate import evaluate
-from cot_transplant.train.metrics import choice_metrics, prefix
-from cot_transplant.train.select import SubBatchResult, announce, forward_backward
 from cot_transplant.train.setup import Session, setup
+from cot_transplant.train.steps import SubBatchResult, announce, forward_backward
 
 
 @dataclass
@@ -170,22 +171,21 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
           report: Callable[[dict], dict] | None = None) -> dict:
     """Run (or resume) one training run; returns the end-of-run summary (empty on non-main processes).
 
-    `report` completes the summary before the trackers close (the commands pass
-    `analysis.run_summary.report_run`, which draws curves.png; the trackers then log that figure).
+    `report` completes the summary before summary.json is written (once) and the trackers close (the commands
+    pass `analysis.end_of_run.report_run`, which adds the baselines and draws curves.png; the trackers then log
+    that figure).
     """
-    from cot_transplant.train.summary import finish_run
+    from cot_transplant.runs.summary import finish_run
 
     tracking.check_installed(cfg.run.loggers)
     clock, dist = _Clock(time.time()), Dist(cpu=True if cfg.model.device == "cpu" else None)
-    session = setup(cfg)
+    session = setup(cfg, use="train")
     if dist.world > 1 and dist.main:
         print(f"cot-transplant: note: {dist.world} processes, each on {dist.device.type}", file=sys.stderr, flush=True)
     if dist.world > 1 and dist.device.type != session.device.type:
         raise UserError(f"model.device: the model is on {session.device} but the launched process group reduces on "
                         f"{dist.device}; leave model.device=auto under `accelerate launch`")
-    if roles(cfg.variant)[0] in trainable(cfg.variant):  # the arguer changes every step: no state to reuse
-        session.settings = replace(session.settings, state_cache=None)
-    announce(session.model, session.settings)
+    announce(session.step)
     run = _open_run(cfg, config_path, resume, session, dist)
     optimizer, scaler = make_optimizer(session), make_scaler(cfg, session.device)
     cursor, figures = _start_state(run, resume, session, optimizer, dist, scaler)
@@ -232,15 +232,14 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
     progress.close()
     if not dist.main:
         return {}
-    cache = session.settings.state_cache
+    cache = session.arguer_cache
     if cache is not None and cache.stats.hits + cache.stats.misses:
         print(f"cot-transplant: {cache.stats.line()}", file=sys.stderr)
     summary = {}
     try:
         summary = finish_run(run, cfg, time.time() - clock.start, interrupted=stop.requested,
-                             counters=asdict(cursor), arguer_cache=None if cache is None else asdict(cache.stats))
-        if report is not None:
-            summary = report(summary)
+                             counters=asdict(cursor), arguer_cache=None if cache is None else asdict(cache.stats),
+                             report=report)
     finally:
         log.close(figure=summary.get("outputs", {}).get("curves"))
     return summary
@@ -317,7 +316,7 @@ def _open_run(cfg: Config, config_path: str | None, resume: Path | None, session
     run = None
     if dist.main:
         run = rundir.make_run_dir(cfg, config_path)
-        rundir.write_config(run, cfg)
+        rundir.write_config(run, cfg, session.settings.spec)
         rundir.write_splits(run, session.splits, session.skipped)
     return Path(dist.broadcast(str(run) if run else None))
 
@@ -370,7 +369,8 @@ def _sub_batch(session: Session, rows: list, params: list[torch.nn.Parameter], s
     before = _grads(params)
     try:
         batch = collate(rows, session.tokenizer.pad_token_id, cfg.transplant.fraction, session.device)
-        return [(batch, forward_backward(session.model, batch, session.settings, scale=scale))], 0
+        out = forward_backward(session.model, batch, session.settings, session.step, scale, session.arguer_cache)
+        return [(batch, out)], 0
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not _is_oom(exc):
             raise

@@ -13,12 +13,15 @@ from cot_transplant.config import Config
 from cot_transplant.data.record import Record
 from cot_transplant.data.splits import make_split
 from cot_transplant.errors import UserError
+from cot_transplant.prompts.segments import EmptySpan
 from cot_transplant.prompts.templates import choice_token_ids, get_template
-from cot_transplant.train.adapters import ModelPair, attach_adapters
+from cot_transplant.runs import records as run_records
+from cot_transplant.train.adapters import ModelPair, attach_adapters, role_adapters, trainable
 from cot_transplant.train.batches import Example, build_example, candidate_lengths, donors, length_matched_donors
-from cot_transplant.train.state_cache import StateCache
-from cot_transplant.train.step import StepSettings
-from cot_transplant.transplant import TransplantSpec
+from cot_transplant.train.steps import Choice, StepSettings, choose, step_settings
+from cot_transplant.train.steps.fast.state_cache import StateCache
+
+CACHE_USES = ("train", "evaluate", "evaluate-once")  # what a session does, for `arguer_cache`
 
 
 @dataclass
@@ -32,40 +35,14 @@ class Session:
     skipped: dict[str, int]
     settings: StepSettings
     device: torch.device
+    step: Choice  # the step every batch takes (`steps.choose`, once), unless `steps.path_for` falls back
+    arguer_cache: StateCache | None  # the arguer's states reused across passes (`arguer_cache`), or None
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def load_records(cfg: Config) -> list[Record]:
-    """Rows from `data.path`, or synthetic rows from `data.synthetic`; masked when `data.mask`."""
-    if cfg.data.path:
-        from cot_transplant.data.io import read_records
-
-        records = read_records(cfg.data.path, require_choice=True, skip_invalid=cfg.data.skip_invalid)
-    else:
-        from cot_transplant.data.synth import synthesize
-
-        s = cfg.data.synthetic
-        records = synthesize(s.n, s.seed, steps=tuple(s.steps), error_kind=s.error_kind, error_step=s.error_step,
-                             argument_accuracy=s.argument_accuracy, short=s.short)
-        if s.planted:
-            from cot_transplant.data.plant import plant_all
-
-            records = plant_all(records, s.seed, s.argument_accuracy)
-    if cfg.data.max_rows is not None:
-        records = records[: cfg.data.max_rows]
-    if cfg.data.mask:
-        from cot_transplant.data.mask import mask_choice_argument
-
-        records = [dataclasses.replace(r, choice_argument=mask_choice_argument(r.choice_argument or ""))
-                   for r in records]
-    if len(records) < 3:
-        raise UserError(f"data: {len(records)} usable rows; a run needs at least 3 (train, val, test)")
-    return records
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,7 +95,11 @@ def build_examples(records: list[Record], ids: list[int], cfg: Config, template,
     for i, row_id in enumerate(ids):
         rec = by_id[row_id]
         donor = by_id[ids[order[i]]] if order is not None else None
-        ex = build_example(rec, template, tokenizer, shift=cfg.transplant.shift, variant=variant, donor=donor)
+        try:
+            ex = build_example(rec, template, tokenizer, shift=cfg.transplant.shift, variant=variant, donor=donor)
+        except EmptySpan:  # an argument with no tokens has no span to transplant: skipped and counted
+            skipped += 1
+            continue
         keep = 1.0
         while not _fits(ex, limit) and cfg.prompt.overflow == "truncate" and keep > 0.05:
             keep *= 0.8
@@ -175,7 +156,7 @@ def setup_model(cfg: Config) -> ModelSetup:
     tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
     template = get_template(cfg.prompt.template, tokenizer, cfg.prompt.template_file)
     choice_ids = choice_token_ids(tokenizer, template)
-    arguer_name, chooser_name = role_names(cfg)
+    arguer_name, chooser_name = role_bases(cfg)
     base = _load_base(cfg, chooser_name, len(tokenizer))
     arguer_base = _load_base(cfg, arguer_name, len(tokenizer)) if arguer_name != chooser_name else None
     bases = [base] if arguer_base is None else [arguer_base, base]
@@ -202,21 +183,36 @@ def setup_model(cfg: Config) -> ModelSetup:
                           attach_adapters(base, cfg.lora, cfg.variant, cfg.seed + 1, names=("chooser",)))
     model = place(model, bases, device)
     model.train()
-    cache = StateCache(int(cfg.train.arguer_cache_gib * 2 ** 30)) if cfg.train.arguer_cache_gib > 0 else None
-    settings = StepSettings(cfg.variant, choice_ids, transplant_spec(cfg), cfg.loss.choice_only, cfg.train.fast_path,
-                            cfg.train.fast_path_block, cfg.train.fast_path_gap, cache)
-    return ModelSetup(model, bases, tokenizer, template, settings, limit, device)
+    return ModelSetup(model, bases, tokenizer, template, step_settings(cfg, choice_ids), limit, device)
 
 
-def setup(cfg: Config, control: str | None = None) -> Session:
-    """The session of `cfg`: its rows, split and examples, and `setup_model`'s model.
+def arguer_cache(cfg: Config, use: str) -> StateCache | None:
+    """The session's arguer state cache (`train.arguer_cache_gib` large; 0: none), on or off by what the session
+    does, decided here alone. `use`:
+
+    - "train": off when the arguer trains (its states change every step), on when it is frozen;
+    - "evaluate": on: fixed adapters evaluated over the same rows more than once (the truncation study's fractions);
+    - "evaluate-once": off: each row is evaluated once (the `eval` command), so no state would be served twice.
+    """
+    if use not in CACHE_USES:
+        raise ValueError(f"arguer_cache: use must be one of {CACHE_USES}, not {use!r}")
+    if cfg.train.arguer_cache_gib <= 0 or use == "evaluate-once":
+        return None
+    if use == "train" and role_adapters(cfg.variant)[0] in trainable(cfg.variant):
+        return None
+    return StateCache(int(cfg.train.arguer_cache_gib * 2 ** 30))
+
+
+def setup(cfg: Config, control: str | None = None, use: str = "evaluate") -> Session:
+    """The session of `cfg`: its rows, split and examples, `setup_model`'s model, its step (chosen here, once)
+    and its arguer state cache (`arguer_cache(cfg, use)`).
 
     With `control` (an eval-only control, `swapped-kv` / `shuffled-kv`), the examples are built as that
     variant builds them while the adapters and the step follow `cfg.variant`.
     """
     # The rows come first, so a data error answers before a model loads; reading them draws
     # on no global RNG, so the model's seeding is as if nothing ran before it.
-    records = load_records(cfg)
+    records = run_records.load_records(cfg)  # looked up here, so a test can substitute its rows
     splits = make_split(cfg.data.split, len(records), cfg.data.val_fraction, cfg.data.test_fraction,
                         cfg.data.split_seed)
     # Row ids are positions in the loaded file, so splits.json names rows of the data file.
@@ -226,7 +222,8 @@ def setup(cfg: Config, control: str | None = None) -> Session:
     if not examples["train"]:
         raise UserError("data: no train rows left after the length limit; raise prompt.max_tokens "
                         "or set prompt.overflow=truncate")
-    return Session(cfg, m.model, m.tokenizer, records, splits, examples, skipped, m.settings, m.device)
+    return Session(cfg, m.model, m.tokenizer, records, splits, examples, skipped, m.settings, m.device,
+                   step=choose(m.model, m.settings), arguer_cache=arguer_cache(cfg, use))
 
 
 def place(model, bases: list, device: torch.device):
@@ -243,14 +240,8 @@ def place(model, bases: list, device: torch.device):
     return model
 
 
-def transplant_spec(cfg: Config) -> TransplantSpec:
-    """Where `cfg` transplants (`transplant.site`, `transplant.layers`): the spec saved with its run and checkpoints."""
-    layers = cfg.transplant.layers
-    return TransplantSpec(site=cfg.transplant.site, layers=tuple(layers) if layers is not None else None)
-
-
-def role_names(cfg: Config) -> tuple[str, str]:
-    """The base model of the arguer and of the chooser (`model.name` unless `arguer.model`/`chooser.model`)."""
+def role_bases(cfg: Config) -> tuple[str, str]:
+    """The base model names of the arguer and of the chooser (`model.name` unless `arguer.model`/`chooser.model`)."""
     return cfg.arguer.model or cfg.model.name, cfg.chooser.model or cfg.model.name
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from cot_transplant.config import Config, to_dict
 from cot_transplant.errors import UserError
 from cot_transplant.provenance import stamp
-from cot_transplant.train.rundir import atomic_write_text
+from cot_transplant.runs.rundir import atomic_write_text
 
 PROJECT = "cot-transplant"  # W&B project and MLflow experiment unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME say
 EXTRAS = ("wandb", "mlflow")  # the loggers that need an optional extra of the same name

@@ -7,6 +7,11 @@ for Qwen3, OLMo2 and Gemma3, which normalize keys (`self_attn.k_norm`) after
 `k_proj`, also before that norm, so the target applies its own `k_norm` to the
 transplanted keys. Grouped-query attention needs no entry: the k/v width is read
 from the tensors (num_key_value_heads * head_dim).
+
+Two capability columns say which families the code beyond the hooks reproduces: `fast_path`
+(`train/steps/fast/` runs the decoder layer by layer and rotates keys itself: RoPE on the
+k_proj outputs, no k_norm) and `residual_dtype` (`residual64.py`'s hooks: an input and a
+post-attention norm per layer and a final `norm`, residual adds between them).
 """
 
 from __future__ import annotations
@@ -29,19 +34,44 @@ class Architecture:
     k_proj: str = "self_attn.k_proj"
     v_proj: str = "self_attn.v_proj"
     note: str = ""
+    fast_path: bool = False  # the fast path's layer-by-layer passes reproduce this family's forward
+    residual_dtype: bool = False  # model.residual_dtype's hooks fit this family's layers
 
 
 _PRE_NORM = "keys are normalized by self_attn.k_norm after k_proj; the k site is before k_norm"
 ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
-    "llama": Architecture(),
-    "mistral": Architecture(),
-    "qwen2": Architecture(),
+    "llama": Architecture(fast_path=True, residual_dtype=True),
+    "mistral": Architecture(fast_path=True, residual_dtype=True),
+    "qwen2": Architecture(fast_path=True, residual_dtype=True),
     "qwen3": Architecture(note=_PRE_NORM),
     "olmo2": Architecture(note=_PRE_NORM),
     "gemma": Architecture(),
     "gemma2": Architecture(),
     "gemma3_text": Architecture(note=_PRE_NORM),
 })
+
+
+def families(capability: str) -> tuple[str, ...]:
+    """The model types whose table entry has `capability` ("fast_path" or "residual_dtype"), in table order."""
+    return tuple(kind for kind, arch in ARCHITECTURES.items() if getattr(arch, capability))
+
+
+def supports(model: nn.Module, capability: str) -> bool:
+    """Whether `model`'s family (plain or peft-wrapped) is in the table with `capability`."""
+    arch = ARCHITECTURES.get(model_type(model))
+    return arch is not None and getattr(arch, capability)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (`model` itself when it is plain)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_body(model: nn.Module) -> nn.Module:
+    """The decoder body of a plain or peft-wrapped causal LM (`embed_tokens`, `rotary_emb`, `layers`, `norm`):
+    its `.model`, without the LM head."""
+    base = unwrap(model)
+    return getattr(base, "model", base)
 
 
 @dataclass(frozen=True)
@@ -56,8 +86,8 @@ class Site:
 def model_type(model: nn.Module) -> str | None:
     """`config.model_type` of a transformers model, also through a peft wrapper."""
     config = getattr(model, "config", None)
-    if config is None and hasattr(model, "get_base_model"):
-        config = getattr(model.get_base_model(), "config", None)
+    if config is None:
+        config = getattr(unwrap(model), "config", None)
     return getattr(config, "model_type", None)
 
 

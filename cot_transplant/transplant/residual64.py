@@ -19,9 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cot_transplant.transplant.arch import decoder_layers, model_type
+from cot_transplant.transplant.arch import decoder_layers, families, model_type, supports
 
-FAMILIES = ("llama", "mistral", "qwen2")
 LAYER_NORMS = ("input_layernorm", "post_attention_layernorm")
 
 
@@ -37,10 +36,9 @@ class ResidualDtype:
     """
 
     def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float64, compute_dtype: torch.dtype | None = None):
-        kind = model_type(model)
-        if kind not in FAMILIES:
-            raise ValueError(f"a {dtype} residual stream is supported for {', '.join(FAMILIES)}; "
-                             f"this model is {kind!r}")
+        if not supports(model, "residual_dtype"):
+            raise ValueError(f"a {dtype} residual stream is supported for {', '.join(families('residual_dtype'))}; "
+                             f"this model is {model_type(model)!r}")
         _, layers = decoder_layers(model)
         body = next((m for m in model.modules() if getattr(m, "layers", None) is layers), None)
         norm = getattr(body, "norm", None)

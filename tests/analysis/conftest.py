@@ -34,9 +34,9 @@ def tiny_train(monkeypatch):
     import torch
 
     import cot_transplant.analysis.plots as plots
-    import cot_transplant.train.setup as setup_mod
+    import cot_transplant.runs.records as run_records
 
-    monkeypatch.setattr(setup_mod, "load_records", lambda cfg: make_records(12))
+    monkeypatch.setattr(run_records, "load_records", lambda cfg: make_records(12))
     monkeypatch.setattr(plots, "plot_curves", lambda runs, out, **kw: out)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

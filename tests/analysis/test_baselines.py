@@ -7,8 +7,8 @@ import pytest
 
 from cot_transplant.analysis.baselines import (auroc, baselines, fit_length_sign, format_baselines, length_credit,
                                                length_score)
-from cot_transplant.analysis.stats import wilson
 from cot_transplant.data.record import Record
+from cot_transplant.runs.metrics import wilson
 
 
 def row(correct: str, incorrect: str, swapped: bool, argument_right: bool) -> Record:

@@ -13,7 +13,7 @@ from cot_transplant.analysis.breakdown import (GROUPINGS, MISSING, compute_break
 from cot_transplant.cli import main
 from cot_transplant.data.synth import synthesize
 from cot_transplant.errors import UserError
-from cot_transplant.train import rundir
+from cot_transplant.runs import rundir
 
 
 def test_last_step_ok_recomputes_the_last_equation_only():
@@ -93,10 +93,10 @@ def test_group_counts_add_up_to_the_split_and_missing_metadata_is_a_group():
 @pytest.fixture
 def synthetic_run(tmp_path, tiny_cfg, tiny_train, monkeypatch):
     """A tiny trained run on 12 synthetic rows (3 val, 3 test)."""
-    import cot_transplant.train.setup as setup_mod
+    import cot_transplant.runs.records as run_records
     from cot_transplant.train.loop import train
 
-    monkeypatch.setattr(setup_mod, "load_records", lambda cfg: synthesize(12, 5, short=True))
+    monkeypatch.setattr(run_records, "load_records", lambda cfg: synthesize(12, 5, short=True))
     train(tiny_cfg(f"run.dir={tmp_path}", "run.name=run"))
     return tmp_path / "run"
 

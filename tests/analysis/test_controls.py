@@ -9,10 +9,12 @@ import shutil
 import pytest
 import torch
 
-from cot_transplant.analysis.truncation import hide_tails, truncation
+from cot_transplant.analysis.truncation import truncation
 from cot_transplant.cli import main
 from cot_transplant.errors import UserError
-from cot_transplant.train import rundir, step
+from cot_transplant.runs import rundir
+from cot_transplant.train.steps import reference
+from cot_transplant.train.evaluate import hide_tails
 from cot_transplant.train.loop import train
 
 CONTROLS = {  # name: overrides; every run sees the same rows in the same order (one seed)
@@ -32,19 +34,19 @@ def injected(tmp_path, tiny_cfg, tiny_train, monkeypatch):
     """Train every control for two optimizer steps; return {name: (states, chooser mask, span lengths, summary)} of the
     first injection (the first train sub-batch, before any update, so only the variant differs)."""
     first = {}
-    real_inject = step.inject_kv
+    real_inject = reference.inject_kv
 
     def recording_inject(model, spans, kv, attention_mask=None, **kw):
         first.setdefault(current["name"], ({k: t.detach().clone() for k, t in kv.tensors.items()},
                                            attention_mask.clone(), kv.lengths))
         return real_inject(model, spans, kv, attention_mask=attention_mask, **kw)
 
-    monkeypatch.setattr(step, "inject_kv", recording_inject)
+    monkeypatch.setattr(reference, "inject_kv", recording_inject)
     current, out = {}, {}
     for name, overrides in CONTROLS.items():
         current["name"] = name
         # The reference path: it injects through `inject_kv`, which this fixture records (the fast path
-        # feeds the same states to attention directly; tests/train/test_fastpath.py checks they agree).
+        # feeds the same states to attention directly; tests/train/steps/test_fast.py checks they agree).
         cfg = tiny_cfg("train.accumulate_to=2", "eval.at_start=false", "eval.splits=[val]", f"run.dir={tmp_path}",
                        f"run.name={name}", "train.fast_path=off", *overrides)
         summary = train(cfg)

@@ -10,11 +10,11 @@ import pytest
 
 from cot_transplant.analysis.plots import (
     clip_reference,
-    eval_curve,
     load_run,
     plot_ci_band,
     read_metrics,
     read_reference,
+    record_split,
     rolling_mean,
     run_label,
 )
@@ -190,6 +190,8 @@ def _exit_code(argv: list[str]) -> int:
 
 def test_plot_ci_band(tmp_path):
     runs = [load_run(write_run(tmp_path / f"seed{i}")) for i in range(3)]
-    curves = {"lr=3e-4": [eval_curve(r, "val/f_c") for r in runs], "lr=1e-4": [eval_curve(runs[0], "val/f_c")]}
+    val = [[(r["samples"], r.get("val/f_c")) for r in run.evals if record_split(r) == "val"] for run in runs]
+    assert all(val)
+    curves = {"lr=3e-4": val, "lr=1e-4": val[:1]}
     out = plot_ci_band(curves, tmp_path / "band.png", base_rate=0.64, title="sweep")
     assert_png(out)

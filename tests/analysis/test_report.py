@@ -47,7 +47,7 @@ def sweep_dir(tmp_path_factory):
     import torch
 
     import cot_transplant.analysis.plots as plots
-    import cot_transplant.train.setup as setup_mod
+    import cot_transplant.runs.records as run_records
     from cot_transplant.analysis.truncation import truncation
 
     root = tmp_path_factory.mktemp("report")
@@ -56,7 +56,7 @@ def sweep_dir(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(setup_mod, "load_records", lambda cfg: synthesize(12, 5, short=True))
+        mp.setattr(run_records, "load_records", lambda cfg: synthesize(12, 5, short=True))
         mp.setattr(plots, "plot_curves", lambda runs, out, **kw: out)  # per-run figures are tested elsewhere
         assert main(["sweep", str(config), "--seeds", "2", "--grid", "variant=joint,text-only", "--out",
                      str(root / "sweep"), "--n-perm", "200", "checkpoint.keep=1"]) == 0
@@ -85,9 +85,9 @@ def _pages(text: str) -> _Links:
 
 def test_report_of_a_sweep_has_every_section_and_no_external_reference(sweep_dir, tmp_path, monkeypatch):
     # the patched rows again: the breakdown rebuilds each run's rows from its config
-    import cot_transplant.train.setup as setup_mod
+    import cot_transplant.runs.records as run_records
 
-    monkeypatch.setattr(setup_mod, "load_records", lambda cfg: synthesize(12, 5, short=True))
+    monkeypatch.setattr(run_records, "load_records", lambda cfg: synthesize(12, 5, short=True))
     out = tmp_path / "report.html"
     assert main(["report", str(sweep_dir / "sweep"), "--probe", str(sweep_dir / "probe"), "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
@@ -116,9 +116,9 @@ def test_report_of_a_sweep_has_every_section_and_no_external_reference(sweep_dir
 
 
 def test_report_says_plainly_what_is_missing(sweep_dir, tmp_path, monkeypatch, capsys):
-    import cot_transplant.train.setup as setup_mod
+    import cot_transplant.runs.records as run_records
 
-    monkeypatch.setattr(setup_mod, "load_records", lambda cfg: synthesize(12, 5, short=True))
+    monkeypatch.setattr(run_records, "load_records", lambda cfg: synthesize(12, 5, short=True))
     monkeypatch.setattr(report, "default_reference", lambda: None)
     run = sweep_dir / "sweep" / "text-only-s1"  # no truncation, no probe
     out = tmp_path / "run.md"

@@ -7,7 +7,7 @@ import yaml
 
 from cot_transplant.analysis.results import comparisons, fill, scored, split_figures, study_runs
 from cot_transplant.cli import main
-from cot_transplant.train.rundir import write_prediction_rows, write_predictions
+from cot_transplant.runs.rundir import write_prediction_rows, write_predictions
 
 
 def fake_run(root, name, p1s, labels, samples=8, control=None, git="abc123def4567890"):

@@ -37,20 +37,20 @@ def test_fast_plan_does_less_and_matches_torch_forward_count(harness_and_batch):
 def test_frozen_cached_path_serves_the_second_pass_from_the_cache(harness_and_batch):
     h, batch = harness_and_batch
     path = PATHS["frozen-cached"]
-    settings = path.settings(h.settings)
-    assert settings.variant == "frozen-arguer" and settings.state_cache is not path.settings(h.settings).state_cache
+    settings, cache = path.setup(h.settings)
+    assert settings.variant == "frozen-arguer" and cache is not None and cache is not path.setup(h.settings)[1]
     arguer_b = [p for n, p in h.model.named_parameters() if "lora_B" in n and ".arguer." in n]
     kept = [p.detach().clone() for p in arguer_b]  # the fixture is shared by the module: put them back after
     for p in arguer_b:
         p.data.zero_()  # a fresh frozen arguer (the fixture draws nonzero B)
     h.model.train()
-    path.train(h.model, batch, settings)
-    path.train(h.model, batch, settings)
+    path.train(h.model, batch, settings, cache)
+    path.train(h.model, batch, settings, cache)
     h.model.eval()
     with torch.no_grad():
-        path.evaluate(h.model, batch, settings)
+        path.evaluate(h.model, batch, settings, cache)
     h.model.train()
     for p, value in zip(arguer_b, kept):
         p.data.copy_(value)
-    stats = settings.state_cache.stats
+    stats = cache.stats
     assert (stats.misses, stats.hits, stats.stored_rows) == (1, 2, batch.chooser_ids.shape[0])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cot_transplant.bench import runner
-from cot_transplant.bench.runner import BenchOptions, Source, run_rounds
+from cot_transplant.bench.runner import BenchOptions, BenchRows, run_rounds
 from cot_transplant.bench.steps import StepPath
 
 
@@ -23,9 +23,9 @@ class _Model:
 def test_timed_calls_never_trim_and_every_entry_gets_a_memory_peak(monkeypatch, warmup, repeats, trims_per_entry):
     events = []
     monkeypatch.setattr(runner, "release_freed_memory", lambda: events.append("trim"))
-    path = StepPath("p", "a fake path", train=lambda m, b, s: events.append("train"),
-                    evaluate=lambda m, b, s: events.append("eval"), flops=None)
-    source = Source("fake", rows=1, skipped=0, train_batches=[None], eval_batches=[None])
+    path = StepPath("p", "a fake path", train=lambda m, b, s, cache: events.append("train"),
+                    evaluate=lambda m, b, s, cache: events.append("eval"), flops=None)
+    source = BenchRows("fake", rows=1, skipped=0, train_batches=[None], eval_batches=[None])
     timed = runner.timed
     monkeypatch.setattr(runner, "timed", lambda fn, device: events.append("timed") or timed(fn, device))
     opts = BenchOptions(warmup=warmup, repeats=repeats, matmul_n=8)

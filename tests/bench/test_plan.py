@@ -16,7 +16,7 @@ from cot_transplant.bench.trace import (META, StepMeter, TraceError, attach_meta
 from cot_transplant.cli import main
 from cot_transplant.config import load_config
 from cot_transplant.models import tiny_config
-from cot_transplant.train import select
+from cot_transplant.train import steps
 from cot_transplant.train.adapters import attach_adapters
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -117,7 +117,7 @@ def _planner(*overrides, model_config=None):
     return planning.build(cfg, planning.PlanOptions("tiny.yaml", overrides, model_config))[0]
 
 
-@pytest.mark.parametrize("path, checkpointing", [(select.FAST, False), (select.REFERENCE, True)])
+@pytest.mark.parametrize("path, checkpointing", [(steps.FAST, False), (steps.REFERENCE, True)])
 def test_the_meta_traces_memory_and_flops_equal_a_real_cpu_steps(path, checkpointing):
     """The same step on real CPU tensors creates the same bytes at the same moments as on meta (eager attention,
     no dropout: no kernel stands in, no random draws differ), so the trace measures what a device would hold.
@@ -129,7 +129,7 @@ def test_the_meta_traces_memory_and_flops_equal_a_real_cpu_steps(path, checkpoin
                  f"model.gradient_checkpointing={str(checkpointing).lower()}")
     planner = _planner(*overrides)
     cfg = planner.cfg
-    batch, settings = planner.batch(True, 2), planner.settings_for(path)
+    batch, settings = planner.batch(True, 2), planner.settings
     meta = trace_step(planner.model, batch, settings, train=True, path=path, checkpointing=checkpointing)
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_config(planner.bases[0].config, dtype=torch.bfloat16, attn_implementation="eager")
@@ -156,11 +156,11 @@ def test_every_variants_steps_run_on_meta(variant):
 
 def test_checkpointing_lowers_the_activations(four_layers):
     planner = _planner(model_config=str(four_layers))
-    for path in (select.FAST, select.REFERENCE):
+    for path in (steps.FAST, steps.REFERENCE):
         on, off = (planner.trace(path, True, ckpt, 2) for ckpt in (True, False))
         assert on.held_bytes < off.held_bytes / 2 and on.saved_bytes < off.saved_bytes
         assert on.flops > off.flops  # the recomputation
-    assert planner.trace(select.FAST, True, False, 2).flops < planner.trace(select.REFERENCE, True, False, 2).flops
+    assert planner.trace(steps.FAST, True, False, 2).flops < planner.trace(steps.REFERENCE, True, False, 2).flops
 
 
 def test_checkpointing_keeps_about_a_layer_input_per_layer(tmp_path):
@@ -168,7 +168,7 @@ def test_checkpointing_keeps_about_a_layer_input_per_layer(tmp_path):
     what it computes: a recomputed layer's graph is dropped as the backward leaves it (a capture made for the
     recomputation holds nothing), and the peak grows far less than the activations do without checkpointing."""
     planners = {n: _planner(model_config=str(_layers_config(tmp_path / str(n), n))) for n in (4, 8)}
-    for path in (select.FAST, select.REFERENCE):
+    for path in (steps.FAST, steps.REFERENCE):
         on = {n: p.trace(path, True, True, 2).peak_bytes for n, p in planners.items()}
         off = {n: p.trace(path, True, False, 2).held_bytes for n, p in planners.items()}
         assert on[8] - on[4] < 0.1 * (off[8] - off[4]), path
@@ -196,18 +196,18 @@ def test_an_evaluation_capture_keeps_the_span_tokens_not_the_layers_outputs():
     assert peaks[1] - peaks[0] < states + whole / 4
 
 
-@pytest.mark.parametrize("path", [select.FAST, select.REFERENCE])
+@pytest.mark.parametrize("path", [steps.FAST, steps.REFERENCE])
 def test_the_trace_catches_a_tensor_made_off_the_models_device(monkeypatch, path):
     planner = _planner()
-    batch, settings = planner.batch(True, 2), planner.settings_for(path)
+    batch, settings = planner.batch(True, 2), planner.settings
     trace_step(planner.model, batch, settings, train=True, path=path, checkpointing=False)  # passes as it is
-    if path == select.FAST:  # attention blocks left on the host instead of moved to the model
-        import cot_transplant.train.fastpath.step as fast_step
+    if path == steps.FAST:  # attention blocks left on the host instead of moved to the model
+        import cot_transplant.train.steps.fast.step as fast_step
 
         monkeypatch.setattr(fast_step, "_blocks", lambda allowed, s, device: fast_step.attention_chunks(
-            allowed, s.fast_block, s.fast_gap))
+            allowed, s.fast_path_block, s.fast_path_gap))
     else:  # position ids made without a device
-        import cot_transplant.train.step as ref_step
+        import cot_transplant.train.steps.reference as ref_step
 
         monkeypatch.setattr(ref_step, "position_ids", lambda mask: torch.arange(mask.shape[1]).expand(mask.shape))
     with pytest.raises(TraceError, match=rf"the {path} training step failed on the meta device \(RuntimeError: .*"
@@ -223,11 +223,12 @@ def test_the_steps_take_a_batch_already_on_the_model_and_the_fast_path_says_what
     moved = batch.to("meta")
     assert moved.host is batch
     without_host = dataclasses.replace(moved, host=None)
+    reference, fast = steps.Choice(steps.REFERENCE, "test"), steps.Choice(steps.FAST, "test")
     with gpu_kernels():
-        select.forward_backward(planner.model, without_host, planner.settings_for(select.REFERENCE), 1.0)
-        select.forward_backward(planner.model, moved, planner.settings_for(select.FAST), 1.0)
+        steps.forward_backward(planner.model, without_host, planner.settings, reference, 1.0)
+        steps.forward_backward(planner.model, moved, planner.settings, fast, 1.0)
         with pytest.raises(ValueError, match="meta batch"):
-            select.forward_backward(planner.model, without_host, planner.settings_for(select.FAST), 1.0)
+            steps.forward_backward(planner.model, without_host, planner.settings, fast, 1.0)
 
 
 # --- the command ----------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ def test_the_json_holds_the_printed_figures(tmp_path, tiny_yaml, capsys):
     assert saved["overrides"] == ["train.batch_size=1"] and saved["flops"]["tflops"] == 50.0
     assert f"{saved['memory_bytes']['total_config'] / 2 ** 30:.2f}" in text
     assert f"{saved['parameters']['base']:,}" in text
-    assert saved["step"]["path"] == select.FAST and saved["step"]["traced"] == [select.FAST, select.REFERENCE]
+    assert saved["step"]["path"] == steps.FAST and saved["step"]["traced"] == [steps.FAST, steps.REFERENCE]
     assert all(v["fits"] for v in saved["verdict"])
 
 
@@ -285,7 +286,7 @@ def test_7b_verdict_names_the_setting_that_fits(llama_7b_bf16):
 def test_7b_as_configured_fits_24_gib_by_its_own_figures(llama_7b_bf16):
     """The configured setting (8-bit base, checkpointing) from the same traces, summed here by hand."""
     m = llama_7b_bf16["memory_bytes"]
-    fast = {(t["train"], t["checkpointing"]): t for t in m["activations"][select.FAST]}
+    fast = {(t["train"], t["checkpointing"]): t for t in m["activations"][steps.FAST]}
     weights = m["base"]["8-bit"] + sum(m["adapters"].values()) + m["adapter_grads"] + m["adamw_states"]
     peak = max(fast[(True, True)]["peak_bytes"], fast[(False, False)]["peak_bytes"])
     assert weights + peak + m["reserve"] < 24 * 2 ** 30 < m["base"]["bf16"] + fast[(True, False)]["peak_bytes"]

@@ -12,7 +12,7 @@ import pytest
 from cot_transplant.data.io import read_records
 from cot_transplant.data.numbers import numbers_in
 from cot_transplant.data.problems import ERROR_KINDS
-from cot_transplant.data.synth import FAMILIES, generate, synth_questions, synthesize
+from cot_transplant.data.synth import QUESTION_FAMILIES, generate, synth_questions, synthesize
 from cot_transplant.errors import UserError
 
 _OPS = {"+": Fraction.__add__, "-": Fraction.__sub__, "*": Fraction.__mul__, "/": Fraction.__truediv__}
@@ -122,8 +122,8 @@ def test_a_different_accuracy_is_honored():
 
 
 def test_at_least_twelve_families_all_in_use(ten_thousand):
-    assert len(FAMILIES) >= 12
-    assert {r.extra["family"] for r in ten_thousand} == set(FAMILIES)
+    assert len(QUESTION_FAMILIES) >= 12
+    assert {r.extra["family"] for r in ten_thousand} == set(QUESTION_FAMILIES)
     assert {r.extra["n_steps"] for r in ten_thousand} == {"2", "3", "4", "5"}
     assert {r.extra["error_kind"] for r in ten_thousand} == set(ERROR_KINDS)
 

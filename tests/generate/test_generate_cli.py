@@ -12,7 +12,7 @@ from cot_transplant.data.record import Record
 from cot_transplant.data.sources import Question
 from cot_transplant.generate.backends import Sampling
 from cot_transplant.generate.pipeline import Job, process
-from cot_transplant.generate.prompts import load_templates
+from cot_transplant.generate.stage_templates import load_templates
 
 
 @pytest.mark.parametrize("args,message", [

@@ -12,7 +12,7 @@ from conftest import gen, read_csv, summary
 from cot_transplant.generate.backends import Sampling
 from cot_transplant.generate.local import LocalBackend
 from cot_transplant.generate.pipeline import OUTCOMES
-from cot_transplant.generate.prompts import load_templates
+from cot_transplant.generate.stage_templates import load_templates
 
 
 @pytest.fixture(scope="module")

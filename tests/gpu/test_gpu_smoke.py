@@ -23,7 +23,9 @@ import torch
 import yaml
 
 from cot_transplant.config import load_config
-from cot_transplant.train import fastpath, rundir, select, step
+from cot_transplant.runs import rundir
+from cot_transplant.train import steps
+from cot_transplant.train.steps import fast, reference
 from cot_transplant.train.adapters import adapter_params, trainable
 from cot_transplant.train.distributed import Dist
 from cot_transplant.train.evaluate import evaluate
@@ -32,7 +34,7 @@ from cot_transplant.train.setup import setup
 from smoke import smoke_device
 from test_distributed import TINY as DIST_TINY
 from test_distributed import adapters
-from test_fastpath import _batch, _run
+from step_helpers import _batch, _run
 from test_resume_extend import stable
 
 pytestmark = pytest.mark.gpu
@@ -96,7 +98,7 @@ def smoke_cfg(name: str, precision: str, *overrides: str):
         "data.synthetic.n=16", "data.synthetic.seed=5", "data.synthetic.steps=[2,3,4]", "data.synthetic.short=true",
         "data.val_fraction=0.25", "data.test_fraction=0.25", "lora.r=4", "lora.alpha=8", "lora.dropout=0.0",
         "train.batch_size=2", "train.accumulate_to=4", "train.max_samples=4", "train.optim.lr=1e-2",
-        "eval.every=4", "eval.n_boot=50", "eval.batch_size=4", "eval.splits=[test]", "checkpoint.every=1",
+        "eval.every=4", "eval.batch_size=4", "eval.splits=[test]", "checkpoint.every=1",
         "checkpoint.keep=1", "run.progress=false", "run.tensorboard=false", *overrides])
 
 
@@ -203,19 +205,19 @@ def test_fast_path_equals_reference_on_the_device(model, precision, request):
     needs(precision)
     session = setup(smoke_cfg(model_name(model, precision, request), precision))
     nonzero_lora_b(session.model)
-    assert select.choose(session.model, session.settings).path == select.FAST
+    assert session.step.path == steps.FAST
     batch = _batch(session).to(session.device)
-    ref, fast = run_step(session, batch, step), run_step(session, batch, fastpath)
+    ref, fast_run = run_step(session, batch, reference), run_step(session, batch, fast)
     if precision == "bf16":
         session.model.float()
-        truth = run_step(session, batch, step)
+        truth = run_step(session, batch, reference)
     for what in ("train", "eval"):
         if precision == "bf16":
             own = errors(ref[what], truth[what])
             limits = {k: BF16_FACTOR * e + BF16_FLOOR[kind(k)] for k, e in own.items()}
-            assert_within(errors(fast[what], truth[what]), limits, f"{what} step against fp32")
+            assert_within(errors(fast_run[what], truth[what]), limits, f"{what} step against fp32")
         else:
-            got = errors(fast[what], ref[what])
+            got = errors(fast_run[what], ref[what])
             assert_within(got, {k: FIXED[precision][kind(k)] for k in got}, f"{what} step")
 
 

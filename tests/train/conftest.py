@@ -8,7 +8,7 @@ from train_helpers import make_records, tiny_cfg  # noqa: F401  (tests/analysis/
 @pytest.fixture
 def tiny_rows(monkeypatch):
     """Patch the loader so a config without data.path trains on `make_records(n)` (n=16 unless changed)."""
-    import cot_transplant.train.setup as setup_mod
+    import cot_transplant.runs.records as run_records
 
     rows = {"n": 16, "transform": None}
 
@@ -16,5 +16,5 @@ def tiny_rows(monkeypatch):
         records = make_records(rows["n"])
         return rows["transform"](records) if rows["transform"] else records
 
-    monkeypatch.setattr(setup_mod, "load_records", load)
+    monkeypatch.setattr(run_records, "load_records", load)
     return rows

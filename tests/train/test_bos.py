@@ -9,7 +9,7 @@ import pytest
 from cot_transplant.data.plant import shown_candidates
 from cot_transplant.prompts.templates import get_template
 from cot_transplant.train.batches import build_example, collate
-from cot_transplant.train.fastpath.plan import pack_arguer
+from cot_transplant.train.steps.fast.plan import pack_arguer
 from train_helpers import make_records
 
 
@@ -80,7 +80,7 @@ def test_no_second_bos_where_the_chat_template_renders_it():
 
 def test_fast_path_equals_reference_with_a_bos(tiny_rows, monkeypatch):
     import cot_transplant.models as models
-    from test_fastpath import _batch, _session, assert_fast_equals_reference
+    from step_helpers import _batch, _session, assert_fast_equals_reference
 
     with_bos = smollm2_with_bos()
     monkeypatch.setattr(models, "load_tokenizer", lambda name=None, trust_remote_code=False: with_bos)

@@ -17,7 +17,7 @@ from cot_transplant.train import evaluate, loop
 from cot_transplant.train.adapters import adapter_params
 from cot_transplant.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from cot_transplant.train.distributed import Dist, refuse_unsupported
-from cot_transplant.train.select import SubBatchResult
+from cot_transplant.train.steps import SubBatchResult
 from cot_transplant.train.setup import setup
 from train_helpers import tiny_cfg
 
@@ -40,7 +40,7 @@ def test_evaluation_hands_its_batches_to_the_model_on_the_model_s_device(tiny_ro
     session = setup(tiny_cfg())
     seen = []
 
-    def forward(model, batch, settings):
+    def forward(model, batch, settings, step, cache=None):
         seen.append(_on(batch, META))
         return (*_fake_figures(batch), None)
 
@@ -58,7 +58,7 @@ def test_training_hands_its_sub_batches_to_the_model_on_the_model_s_device(tiny_
     session = setup(tiny_cfg())
     seen = []
 
-    def forward_backward(model, batch, settings, scale):
+    def forward_backward(model, batch, settings, step, scale, cache=None):
         seen.append(_on(batch, META))
         return SubBatchResult(*_fake_figures(batch))
 
@@ -339,8 +339,7 @@ def test_checkpoints_written_before_per_process_states_still_resume(tmp_path):
 
 def test_out_of_memory_in_the_second_phase_leaves_no_partial_gradient(tiny_rows, monkeypatch):
     """The chooser's gradients are added in phase 1; an OOM in phase 2 must not leave them behind."""
-    from cot_transplant.train import step
-    from cot_transplant.train.fastpath import step as fast_step
+    from cot_transplant.train.steps import backward
 
     session = setup(tiny_cfg("train.oom_split=true"))
     for n, p in adapter_params(session.model, "arguer"):
@@ -358,16 +357,15 @@ def test_out_of_memory_in_the_second_phase_leaves_no_partial_gradient(tiny_rows,
     whole = grads()
 
     calls = []
-    for module in (step, fast_step):
-        real = module.arguer_backward
+    real = backward.backward_from_states
 
-        def arguer_backward(*args, _real=real, **kwargs):
-            calls.append(1)
-            if len(calls) == 2:  # phase 2 of the second sub-batch, after its phase 1 added the chooser's gradients
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return _real(*args, **kwargs)
+    def backward_from_states(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # phase 2 of the second sub-batch, after its phase 1 added the chooser's gradients
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
 
-        monkeypatch.setattr(module, "arguer_backward", arguer_backward)
+    monkeypatch.setattr(backward, "backward_from_states", backward_from_states)
     session.model.zero_grad(set_to_none=True)
     loop._sub_batch(session, rows[:2], params, 0.25)
     ran, skipped = loop._sub_batch(session, rows[2:], params, 0.25)
@@ -382,8 +380,7 @@ def test_out_of_memory_in_the_second_phase_leaves_no_partial_gradient(tiny_rows,
 
 
 def test_out_of_memory_without_splitting_skips_the_rows_and_keeps_the_rest(tiny_rows, monkeypatch):
-    from cot_transplant.train import step
-    from cot_transplant.train.fastpath import step as fast_step
+    from cot_transplant.train.steps import backward
 
     session = setup(tiny_cfg("train.oom_split=false"))
     params = [p for name in ("arguer", "chooser") for _, p in adapter_params(session.model, name)]
@@ -395,8 +392,7 @@ def test_out_of_memory_without_splitting_skips_the_rows_and_keeps_the_rest(tiny_
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory.")
 
-    for module in (step, fast_step):
-        monkeypatch.setattr(module, "arguer_backward", oom)
+    monkeypatch.setattr(backward, "backward_from_states", oom)
     ran, skipped = loop._sub_batch(session, rows[2:], params, 0.25)
     assert ran == [] and skipped == 2
     for p, k in zip(params, kept):
@@ -409,7 +405,7 @@ def test_a_batch_on_the_model_s_device_keeps_its_host_copy(tiny_rows, monkeypatc
     """The steps' span checks and index plans read the host copy collated beside the device batch: no
     read back from the device (a sync per sub-batch on a GPU)."""
     from cot_transplant.train.batches import Batch, collate
-    from cot_transplant.train.step import host_copy
+    from cot_transplant.train.steps import host_copy
 
     session = setup(tiny_cfg())
     host = collate(session.examples["train"][:2], session.tokenizer.pad_token_id)

@@ -20,7 +20,7 @@ TINY = {"variant": "joint", "seed": 3,
                  "val_fraction": 0.2, "test_fraction": 0.2},
         "model": {"name": "tiny-llama"}, "prompt": {"template": "chat"}, "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
         "train": {"max_samples": 16, "batch_size": 2, "accumulate_to": 8, "optim": {"lr": 1.0e-2}},
-        "eval": {"every": 8, "n_boot": 50, "batch_size": 4}, "checkpoint": {"every": 1, "keep": 1},
+        "eval": {"every": 8, "batch_size": 4}, "checkpoint": {"every": 1, "keep": 1},
         "run": {"progress": False, "tensorboard": False}}
 
 

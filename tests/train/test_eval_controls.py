@@ -13,11 +13,12 @@ import torch
 
 from cot_transplant.analysis.baselines import baselines
 from cot_transplant.analysis.breakdown import run_records
-from cot_transplant.analysis.run_summary import format_summary, report_run
+from cot_transplant.analysis.end_of_run import format_summary, report_run
 from cot_transplant.cli import main
 from cot_transplant.config import DONORS
 from cot_transplant.prompts.templates import get_template
-from cot_transplant.train import fastpath, rundir
+from cot_transplant.runs import rundir
+from cot_transplant.train import steps
 from cot_transplant.train.batches import (build_example, candidate_lengths, collate, donors,
                                           length_matched_donors)
 from cot_transplant.train.checkpoint import load_checkpoint
@@ -33,17 +34,17 @@ QUESTION = "Ann buys 3 packs of 4 pens and 5 more pens. How many pens?"  # one q
 def run(tmp_path_factory):
     """A joint run on 16 rows (4 test rows) sharing one question, one optimizer step; loaders patched for the module."""
     import cot_transplant.analysis.plots as plots
-    import cot_transplant.train.setup as setup_mod
+    import cot_transplant.runs.records as run_records
 
     rows = [dataclasses.replace(r, question=QUESTION) for r in make_records(16)]
     root = tmp_path_factory.mktemp("controls")
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(setup_mod, "load_records", lambda cfg: list(rows))
+        mp.setattr(run_records, "load_records", lambda cfg: list(rows))
         mp.setattr(plots, "plot_curves", lambda runs, out, **kw: out)
         torch.set_num_threads(1)
-        report_run(train(tiny_cfg(f"run.dir={root}", "run.name=joint", "train.max_samples=4", "eval.at_start=false",
-                                  "eval.splits=[test]")))
+        train(tiny_cfg(f"run.dir={root}", "run.name=joint", "train.max_samples=4", "eval.at_start=false",
+                       "eval.splits=[test]"), report=report_run)
         yield root / "joint"
         torch.set_num_threads(threads)
 
@@ -143,7 +144,7 @@ def test_control_predictions_are_the_same_with_the_fast_path_on_and_off(run):
         fast, slow = _session(run, control), _session(run, control, fast_path="off")
         assert fast.settings.variant == "joint"  # the run's adapters and step; only the examples follow the control
         batch = collate(fast.examples["test"], fast.tokenizer.pad_token_id)
-        assert fastpath.blocker(fast.model, fast.settings, batch) is None
+        assert fast.step.path == steps.path_for(fast.step, batch) == steps.FAST
         a, b = _by_row(predict(fast, "test")), _by_row(predict(slow, "test"))
         assert a.keys() == b.keys()
         for row in a:
@@ -228,10 +229,11 @@ def test_build_examples_takes_the_donors_the_config_names():
             assert ex.label == records[i].label
 
 
-def test_donor_choices_match_the_config():
-    from cot_transplant.commands.train import DONORS as CLI_DONORS
+def test_donor_and_control_choices_match_the_recipe():
+    from cot_transplant.commands.train import CONTROLS as CLI_CONTROLS, DONORS as CLI_DONORS
+    from cot_transplant.train.evaluate_checkpoint import CONTROLS
 
-    assert CLI_DONORS == DONORS
+    assert CLI_DONORS == DONORS and CLI_CONTROLS == CONTROLS
 
 
 def test_checkpoint_chosen_is_the_validation_choice(run, capsys):

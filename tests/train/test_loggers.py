@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cot_transplant.analysis.run_summary import report_run
+from cot_transplant.analysis.end_of_run import report_run
 from cot_transplant.cli import main
 from cot_transplant.config import load_config, to_dict
 from cot_transplant.errors import UserError
 from cot_transplant.provenance import git_hash
-from cot_transplant.train import rundir
+from cot_transplant.runs import rundir
 from cot_transplant.train.loop import train
 from train_helpers import tiny_cfg
 

@@ -17,10 +17,10 @@ from safetensors.torch import load_file
 from cot_transplant.cli import main
 from cot_transplant.errors import UserError
 from cot_transplant.models import load_model
-from cot_transplant.train import rundir
+from cot_transplant.runs import rundir
+from cot_transplant.runs.summary import summarize
 from cot_transplant.train.loop import train
 from cot_transplant.train.setup import setup
-from cot_transplant.train.summary import summarize
 from train_helpers import tiny_cfg
 
 # Runs with transformers and peft only: the base from BASE, the adapter from ADAPTER, then P("1"), P("2") over

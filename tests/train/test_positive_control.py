@@ -5,10 +5,9 @@ import json
 
 import torch
 
-from cot_transplant.analysis.stats import wilson
+from cot_transplant.runs import rundir
+from cot_transplant.runs.metrics import wilson, row_scores
 from cot_transplant.train.loop import train
-from cot_transplant.train.metrics import row_scores
-from cot_transplant.train import rundir
 from train_helpers import tiny_cfg
 
 PLANTED = ["data.synthetic.planted=true", "data.synthetic.n=80", "data.synthetic.steps=[2]", "data.synthetic.short=true",

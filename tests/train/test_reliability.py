@@ -16,7 +16,7 @@ import yaml
 
 from cot_transplant.cli import main
 from cot_transplant.errors import UserError
-from cot_transplant.train import rundir
+from cot_transplant.runs import rundir
 from cot_transplant.train.loop import train
 from train_helpers import tiny_cfg
 
@@ -27,7 +27,7 @@ TINY = {"variant": "joint", "seed": 3,
         "model": {"name": "tiny-llama"}, "prompt": {"template": "chat"},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.1},  # dropout on: the torch RNG must be restored too
         "train": {"max_samples": 96, "batch_size": 2, "accumulate_to": 4, "optim": {"lr": 1.0e-2}},
-        "eval": {"every": 32, "n_boot": 50, "batch_size": 8}, "checkpoint": {"every": 1, "keep": 2},
+        "eval": {"every": 32, "batch_size": 8}, "checkpoint": {"every": 1, "keep": 2},
         "run": {"progress": False, "tensorboard": False}}
 
 
@@ -84,8 +84,8 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tiny_rows, tmp_p
 
     real = loop.forward_backward
 
-    def nan_loss(model, batch, s, scale):
-        out = real(model, batch, s, scale)
+    def nan_loss(model, batch, s, step, scale, cache=None):
+        out = real(model, batch, s, step, scale, cache)
         return dataclasses.replace(out, loss=torch.full_like(out.loss, float("nan")))
 
     monkeypatch.setattr(loop, "forward_backward", nan_loss)
@@ -103,11 +103,11 @@ def test_out_of_memory_is_counted_or_split_in_half(tiny_rows, tmp_path, monkeypa
     real = loop.forward_backward
     calls = {"n": 0}
 
-    def oom_on_pairs(model, batch, s, scale):
+    def oom_on_pairs(model, batch, s, step, scale, cache=None):
         calls["n"] += 1
         if len(batch.row_ids) > 1 and calls["n"] == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, batch, s, scale)
+        return real(model, batch, s, step, scale, cache)
 
     monkeypatch.setattr(loop, "forward_backward", oom_on_pairs)
     train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", f"train.oom_split={str(split).lower()}",

@@ -9,7 +9,7 @@ from cot_transplant.models import build_tiny
 from cot_transplant.train.adapters import adapter_params
 from cot_transplant.train.batches import collate
 from cot_transplant.train.setup import setup
-from cot_transplant.train.step import train_forward_backward
+from cot_transplant.train.steps.reference import train_forward_backward
 from cot_transplant.transplant.residual64 import ResidualDtype
 from train_helpers import tiny_cfg
 

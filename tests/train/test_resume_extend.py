@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from cot_transplant.cli import main
-from cot_transplant.train import rundir
+from cot_transplant.runs import rundir
 
 VARYING = ("time", "wall", "per_s", "rss", "eta")
 TINY = {"variant": "joint", "seed": 3,

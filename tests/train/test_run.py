@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cot_transplant.analysis.run_summary import report_run
+from cot_transplant.analysis.end_of_run import report_run
 from cot_transplant.cli import main
 from cot_transplant.config import load_config
 from cot_transplant.data.splits import make_split
-from cot_transplant.train import rundir
+from cot_transplant.runs import rundir
+from cot_transplant.runs.metrics import eval_metrics
+from cot_transplant.runs.summary import summarize
 from cot_transplant.train.loop import train
-from cot_transplant.train.summary import summarize
-from cot_transplant.train.metrics import eval_metrics
-from cot_transplant.train.setup import transplant_spec
+from cot_transplant.train.steps.settings import transplant_spec
 from cot_transplant.transplant import TransplantSpec
 from train_helpers import tiny_cfg
 
@@ -25,7 +25,7 @@ needs_seed = pytest.mark.skipif(not SEED_CSV.is_file(), reason="../shared/seed-d
 
 @pytest.fixture
 def run(tiny_rows, tmp_path):
-    report_run(train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "run.tensorboard=true")))
+    train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "run.tensorboard=true"), report=report_run)
     return tmp_path / "r"
 
 
@@ -65,12 +65,17 @@ def test_run_and_each_checkpoint_carry_the_resolved_config_and_the_spec(tiny_row
         assert "_provenance" in values and load_config(base={k: v for k, v in values.items() if k != "_provenance"}) == cfg
 
 
-def test_train_writes_the_summary_and_report_run_adds_baselines_and_curves(tiny_rows, tmp_path, capsys):
-    summary = train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r"))
+def test_train_writes_the_summary_once_with_what_report_run_adds(tiny_rows, tmp_path, capsys, monkeypatch):
+    import cot_transplant.runs.summary as summary_mod
+
+    written, write = [], summary_mod.write_summary
+    monkeypatch.setattr(summary_mod, "write_summary", lambda run, s: (written.append(run.name), write(run, s)))
+    plain = train(tiny_cfg(f"run.dir={tmp_path}", "run.name=plain"))
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text()) == plain
+    assert "baselines" not in plain and "curves" not in plain["outputs"] and not (tmp_path / "plain" / "curves.png").exists()
+    reported = train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r"), report=report_run)
     run = tmp_path / "r"
-    assert json.loads((run / "summary.json").read_text()) == summary
-    assert "baselines" not in summary and "curves" not in summary["outputs"] and not (run / "curves.png").exists()
-    reported = report_run(summary)
+    assert written == ["plain", "r"]  # once per run, the report's additions included
     assert json.loads((run / "summary.json").read_text()) == reported
     assert reported["baselines"]["split"] == "test" and reported["outputs"]["curves"] == str(run / "curves.png")
     assert list(reported)[-1] == "baselines" and list(reported["outputs"])[-1] == "curves"  # the key order of old

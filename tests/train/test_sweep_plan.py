@@ -1,4 +1,4 @@
-"""A sweep's plan (`train.sweep`): grid parsing, and every combination checked before anything trains."""
+"""A sweep's plan (`train.sweep_runner`): grid parsing, and every combination checked before anything trains."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import yaml
 
 from cot_transplant.config import to_dict
 from cot_transplant.errors import UserError
-from cot_transplant.train import sweep
+from cot_transplant.train import sweep_runner
 from train_helpers import tiny_cfg
 
 
@@ -22,7 +22,7 @@ def config(tmp_path) -> Path:
 
 
 def test_parse_grid_values_lists_and_floats():
-    grid = sweep.parse_grid(["variant=joint,text-only", "train.optim.lr=1e-4,3e-4",
+    grid = sweep_runner.parse_grid(["variant=joint,text-only", "train.optim.lr=1e-4,3e-4",
                              "transplant.layers=[0,1],[1],null"])
     assert grid == {"variant": ["joint", "text-only"], "train.optim.lr": [1e-4, 3e-4],
                     "transplant.layers": [[0, 1], [1], None]}
@@ -38,26 +38,26 @@ def test_parse_grid_values_lists_and_floats():
 ])
 def test_parse_grid_refuses(item, message):
     with pytest.raises(UserError, match=message):
-        sweep.parse_grid([item])
+        sweep_runner.parse_grid([item])
 
 
 def test_make_plan_checks_every_combination_before_training(tmp_path, config):
     with pytest.raises(UserError, match="transplant.site"):
-        sweep.make_plan(str(config), 1, sweep.parse_grid(["transplant.site=kv,qk"]), out=tmp_path / "a")
+        sweep_runner.make_plan(str(config), 1, sweep_runner.parse_grid(["transplant.site=kv,qk"]), out=tmp_path / "a")
     with pytest.raises(UserError, match="unknown config key 'train.optim.lrr'"):
-        sweep.make_plan(str(config), 1, sweep.parse_grid(["train.optim.lrr=1e-3"]), out=tmp_path / "b")
+        sweep_runner.make_plan(str(config), 1, sweep_runner.parse_grid(["train.optim.lrr=1e-3"]), out=tmp_path / "b")
     with pytest.raises(UserError, match="--compare"):
-        sweep.make_plan(str(config), 1, sweep.parse_grid(["variant=joint,shared"]), out=tmp_path / "c",
+        sweep_runner.make_plan(str(config), 1, sweep_runner.parse_grid(["variant=joint,shared"]), out=tmp_path / "c",
                         compare=["joint", "text-only"])
     assert not any((tmp_path / d).exists() for d in "abc")  # nothing written for a bad plan
-    out = sweep.make_plan(str(config), 3, sweep.parse_grid(["variant=joint,text-only", "train.optim.lr=1e-3,1e-2"]),
+    out = sweep_runner.make_plan(str(config), 3, sweep_runner.parse_grid(["variant=joint,text-only", "train.optim.lr=1e-3,1e-2"]),
                           ["train.max_samples=2"], out=tmp_path / "d")
-    plan = sweep.read_plan(out)
+    plan = sweep_runner.read_plan(out)
     assert plan["seeds"] == [0, 1, 2] and plan["compare"] == ["joint", "text-only"]  # default comparison
     assert len(plan["runs"]) == 12 and len({r["name"] for r in plan["runs"]}) == 12
     assert plan["runs"][0]["name"] == "joint_lr-0.001-s0"
-    cfg = sweep.run_config(plan, plan["runs"][-1], out)
+    cfg = sweep_runner.run_config(plan, plan["runs"][-1], out)
     assert (cfg.variant, cfg.train.optim.lr, cfg.seed, cfg.train.max_samples) == ("text-only", 1e-2, 2, 2)
     assert (cfg.run.dir, cfg.run.name) == (str(out), "text-only_lr-0.01-s2")
     with pytest.raises(UserError, match="--resume"):
-        sweep.make_plan(str(config), 1, {}, out=out)
+        sweep_runner.make_plan(str(config), 1, {}, out=out)

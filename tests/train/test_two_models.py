@@ -8,12 +8,13 @@ import torch
 from cot_transplant.cli import main
 from cot_transplant.errors import UserError
 from cot_transplant.models import build_tiny, load_tokenizer
-from cot_transplant.train import rundir
+from cot_transplant.runs import rundir
 from cot_transplant.train.adapters import ModelPair, adapter_params, lora_dropout_sites
 from cot_transplant.train.batches import collate
 from cot_transplant.train.loop import make_optimizer, train
 from cot_transplant.train.setup import setup
-from cot_transplant.train.step import _arguer_pass, chooser_logits, loss_and_probs, train_forward_backward
+from cot_transplant.train.steps import loss_and_probs
+from cot_transplant.train.steps.reference import arguer_pass, chooser_logits, train_forward_backward
 from train_helpers import tiny_cfg
 
 
@@ -76,7 +77,7 @@ def test_two_phase_step_equals_one_backward_and_trains_both(tiny_rows, saved, ch
     step = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     if not checkpointing:
         model.zero_grad(set_to_none=True)
-        logits = chooser_logits(model, batch, s, _arguer_pass(model, batch, s).kv)
+        logits = chooser_logits(model, batch, s, arguer_pass(model, batch, s).kv)
         loss_and_probs(logits, batch.labels, s)[0].sum().backward()
         plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         assert step.keys() == plain.keys()

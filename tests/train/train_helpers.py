@@ -31,6 +31,6 @@ def make_records(n: int, seed: int = 0) -> list[Record]:
 def tiny_cfg(*overrides: str):
     return load_config(None, [
         "model.name=tiny-llama", "prompt.template=chat", "train.batch_size=2", "train.accumulate_to=4",
-        "train.max_samples=8", "eval.every=4", "eval.n_boot=50", "lora.r=4", "lora.alpha=8", "lora.dropout=0.0",
+        "train.max_samples=8", "eval.every=4", "lora.r=4", "lora.alpha=8", "lora.dropout=0.0",
         "run.progress=false", "run.tensorboard=false", "data.val_fraction=0.25", "data.test_fraction=0.25",
         "checkpoint.every=1", "train.optim.lr=1e-2", *overrides])
