@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cot_transplant.commands import positive_int
+from cot_transplant.commands import positive_int, write_json
 
 
 def register(sub) -> None:
@@ -28,8 +28,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
 
     from cot_transplant.bench.report import format_report
     from cot_transplant.bench.runner import QUICK, QUICK_OVERRIDES, BenchOptions, run_bench
@@ -50,8 +48,5 @@ def run(args) -> int:
     result = run_bench(opts)
     print(format_report(result))
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
-        print(f"written {out}")
+        write_json(args.json, result)
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+from cot_transplant.commands import write_json
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -39,8 +41,6 @@ def _positive_float(text: str) -> float:
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
 
     from cot_transplant.bench.plan import PlanOptions, plan
     from cot_transplant.bench.plan_report import format_plan
@@ -53,8 +53,5 @@ def run(args) -> int:
         return 1
     print(format_plan(result))
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
-        print(f"written {out}")
+        write_json(args.json, result)
     return 0
