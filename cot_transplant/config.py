@@ -96,6 +96,9 @@ class TransplantConfig:
     # shuffled-kv donors: random (a seeded derangement) | length-matched (each donor's candidates have token lengths
     # near the row's own, so length cannot carry the signal; the pairing follows the lengths, not the seed)
     donors: str = "random"
+    # replace: the arguer's K/V take the candidates' place (the original) | append: the chooser reads the candidates
+    # itself and its later tokens also attend to the arguer's K/V there (append vs text-only: what the states add)
+    mode: str = "replace"
 
 
 @dataclass
@@ -209,6 +212,9 @@ def validate(cfg: Config) -> None:
         (cfg.prompt.overflow in ("skip", "truncate"), "prompt.overflow", "must be 'skip' or 'truncate'"),
         (cfg.transplant.site in ("kv", "k", "v", "residual"), "transplant.site", "must be kv, k, v or residual"),
         (0 < cfg.transplant.fraction <= 1, "transplant.fraction", "must be in (0, 1]"),
+        (cfg.transplant.mode in ("replace", "append"), "transplant.mode", "must be replace or append"),
+        (cfg.transplant.mode != "append" or (cfg.transplant.site == "kv" and not cfg.transplant.layers),
+         "transplant.mode", "append adds whole K/V entries in every layer: it needs transplant.site=kv and every layer"),
         (cfg.transplant.donors in DONORS, "transplant.donors", f"must be one of {', '.join(DONORS)}"),
         (cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
         (cfg.train.fast_path in ("auto", "off"), "train.fast_path", "must be 'auto' or 'off'"),

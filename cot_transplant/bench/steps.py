@@ -63,7 +63,8 @@ class StepPath:
 
 def shape_of(batch: Batch, s: StepSettings) -> BatchShape:
     """The batch's shapes, the fast path's under the block sizes of `s` (train.fast_path_block/_gap)."""
-    packed, kept, extra, arguer_pairs, chooser_pairs = fast_shapes(batch, s.fast_path_block, s.fast_path_gap)
+    packed, kept, extra, arguer_pairs, chooser_pairs = fast_shapes(batch, s.fast_path_block, s.fast_path_gap,
+                                                                           s.mode == "append")
     return BatchShape(rows=batch.chooser_ids.shape[0], arguer_len=batch.arguer_ids.shape[1],
                       chooser_len=batch.chooser_ids.shape[1], packed_arguer_len=packed, kept_chooser_len=kept,
                       extra_keys=extra, arguer_pairs=arguer_pairs, chooser_pairs=chooser_pairs)

@@ -45,14 +45,16 @@ def encode_template(tokenizer, text: str, values: dict[str, str], shift: bool):
 
 
 def build_example(rec: Record, template: Template, tokenizer, *, shift: bool = True,
-                  variant: str = "joint", donor: Record | None = None) -> Example:
+                  variant: str = "joint", donor: Record | None = None, own_text: bool = False) -> Example:
     """One row as tokenized passes.
 
     `shuffled-kv` takes the arguer passes (and the chooser's candidate texts, which it
     never reads once their K/V are replaced) from `donor`; `swapped-kv` gives each
     candidate slot the other candidate; `no-argument` empties the choice argument. The
     chooser's candidate texts are the record's planted views where it has them
-    (`data.plant`); the arguer always reads the arguments.
+    (`data.plant`); the arguer always reads the arguments. `own_text` (`transplant.mode: append`, where the
+    chooser reads its candidate texts) keeps the record's own texts in the chooser's slots whatever the
+    controls do to the arguer's; its spans may then differ in length from the arguer's.
     """
     source = donor if variant == "shuffled-kv" and donor is not None else rec
     (_, arg1), (_, arg2) = source.candidates()
@@ -62,6 +64,8 @@ def build_example(rec: Record, template: Template, tokenizer, *, shift: bool = T
     arguer = tuple(encode_template(tokenizer, template.arguer, {"question": source.question, "argument": a}, shift)
                    for a in (arg1, arg2))
     choice_argument = "" if variant == "no-argument" else (rec.choice_argument or "")
+    if own_text:
+        shown1, shown2 = shown_candidates(rec)
     chooser = encode_template(tokenizer, template.chooser, {
         "question": rec.question, "candidate_1": shown1, "candidate_2": shown2, "choice_argument": choice_argument,
     }, shift)

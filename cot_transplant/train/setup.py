@@ -89,6 +89,7 @@ def build_examples(records: list[Record], ids: list[int], cfg: Config, template,
     `variant`: how the examples are built (default `cfg.variant`; an eval-only control passes its own).
     """
     variant = variant or cfg.variant
+    own_text = cfg.transplant.mode == "append"
     by_id = {r.row_id: r for r in records}
     order = donor_order([by_id[i] for i in ids], cfg, template, tokenizer) if variant == "shuffled-kv" else None
     out, skipped = [], 0
@@ -96,7 +97,8 @@ def build_examples(records: list[Record], ids: list[int], cfg: Config, template,
         rec = by_id[row_id]
         donor = by_id[ids[order[i]]] if order is not None else None
         try:
-            ex = build_example(rec, template, tokenizer, shift=cfg.transplant.shift, variant=variant, donor=donor)
+            ex = build_example(rec, template, tokenizer, shift=cfg.transplant.shift, variant=variant, donor=donor,
+                               own_text=own_text)
         except EmptySpan:  # an argument with no tokens has no span to transplant: skipped and counted
             skipped += 1
             continue
@@ -104,19 +106,21 @@ def build_examples(records: list[Record], ids: list[int], cfg: Config, template,
         while not _fits(ex, limit) and cfg.prompt.overflow == "truncate" and keep > 0.05:
             keep *= 0.8
             ex = build_example(_shorten(rec, keep), template, tokenizer, shift=cfg.transplant.shift,
-                               variant=variant, donor=_shorten(donor, keep) if donor else None)
-        if _fits(ex, limit) and _spans_match(ex):
+                               variant=variant, donor=_shorten(donor, keep) if donor else None, own_text=own_text)
+        if _fits(ex, limit) and _spans_match(ex, own_text):
             out.append(ex)
         else:
             skipped += 1
     return out, skipped
 
 
-def _spans_match(ex: Example) -> bool:
-    """Each candidate's arguer span and chooser span must have one length (always true for plain text)."""
+def _spans_match(ex: Example, own_text: bool = False) -> bool:
+    """Each candidate's arguer span and chooser span must have one length (always true for plain text), unless
+    the chooser keeps its own texts beside the states (`own_text`: append); no span may be empty."""
     a1, a2 = (e.spans["argument"] for e in ex.arguer)
     c1, c2 = ex.chooser.spans["candidate_1"], ex.chooser.spans["candidate_2"]
-    return a1[1] - a1[0] == c1[1] - c1[0] and a2[1] - a2[0] == c2[1] - c2[0] and a1[1] > a1[0] and a2[1] > a2[0]
+    same = a1[1] - a1[0] == c1[1] - c1[0] and a2[1] - a2[0] == c2[1] - c2[0]
+    return (own_text or same) and a1[1] > a1[0] and a2[1] > a2[0] and c1[1] > c1[0] and c2[1] > c2[0]
 
 
 def split_examples(records: list[Record], splits: dict[str, list[int]], cfg: Config, template, tokenizer,

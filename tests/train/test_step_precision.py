@@ -18,7 +18,7 @@ def test_choice_probabilities_are_compared_in_float32_not_bf16():
     logits = torch.zeros(1, 5)
     logits[0, 1], logits[0, 2] = 10.0, 10.02  # bf16 steps by 0.0625 near 10: both round to 10.0
     assert logits.bfloat16()[0, 1] == logits.bfloat16()[0, 2]
-    s = StepSettings(variant="joint", choice_ids=(1, 2), spec=TransplantSpec(), choice_only=False, fast_path="off",
+    s = StepSettings(variant="joint", choice_ids=(1, 2), spec=TransplantSpec(), mode="replace", choice_only=False, fast_path="off",
                      fast_path_block=0, fast_path_gap=0)
     _, p1, p2 = loss_and_probs(logits, torch.tensor([2]), s)
     assert p1.dtype == torch.float32 and p2 > p1

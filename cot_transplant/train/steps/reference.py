@@ -16,8 +16,9 @@ import torch
 
 from cot_transplant.train.adapters import role_adapters, role_model, trainable
 from cot_transplant.train.batches import Batch, position_ids
-from cot_transplant.train.steps import backward
-from cot_transplant.train.steps.devices import on_model
+from cot_transplant.train.steps import append, backward
+from cot_transplant.train.steps.devices import model_device, on_model
+from cot_transplant.train.steps.fast.attention import attention_mask_4d, implementation
 from cot_transplant.train.steps.settings import StepSettings
 from cot_transplant.transplant import active_adapter, capture_kv, inject_kv
 from cot_transplant.transplant.arch import decoder_body
@@ -59,6 +60,24 @@ def chooser_logits(model, batch: Batch, s: StepSettings, kv=None, host: Batch | 
             return last_logits(model, batch.chooser_ids, batch.chooser_mask)
 
 
+@contextmanager
+def appended_logits(model, host: Batch, kv, s: StepSettings) -> Iterator[torch.Tensor]:
+    """A block receiving the chooser's last-position logits (B, V) with `kv` appended beside its own candidates
+    (`append.extend`: the model's own forward over slots whose K/V the inject hooks overwrite), the hooks
+    alive for the block (run phase 1 inside: gradient checkpointing recomputes through them).
+
+    `host`: the batch on the host; run it with the chooser adapter active.
+    """
+    ext = append.extend(host)
+    device = model_device(model)
+    dtype = model.get_input_embeddings().weight.dtype
+    mask = attention_mask_4d(ext.allowed.to(device), implementation(model), dtype)  # (B, 1, T, T)
+    with inject_kv(model, ext.spans, kv, attention_mask=ext.mask, spec=s.spec):
+        out = model(input_ids=ext.ids.to(device), attention_mask=mask, position_ids=ext.position_ids.to(device),
+                    logits_to_keep=1, use_cache=False)
+        yield out.logits[:, -1, :].float()
+
+
 class ReferencePasses:
     """The reference's passes over `batch` (`backward.Passes`): full passes with capture and inject hooks."""
 
@@ -75,6 +94,11 @@ class ReferencePasses:
     @contextmanager
     def chooser(self, states) -> Iterator[torch.Tensor]:
         b = self.batch
+        if states is not None and self.s.mode == append.APPEND:
+            with active_adapter(self.chooser_model, self.chooser_name), \
+                    appended_logits(self.chooser_model, self.host, states, self.s) as logits:
+                yield logits
+            return
         inject = (inject_kv(self.chooser_model, b.chooser_spans, states, attention_mask=self.host.chooser_mask,
                             spec=self.s.spec) if states is not None else nullcontext())
         with active_adapter(self.chooser_model, self.chooser_name), inject:

@@ -17,6 +17,7 @@ class StepSettings:
     variant: str  # variant
     choice_ids: tuple[int, int]  # token ids of "1" and "2" (from the tokenizer and template)
     spec: TransplantSpec  # transplant.site, transplant.layers
+    mode: str  # transplant.mode: replace (the states take the candidates' place) | append (beside them)
     choice_only: bool  # loss.choice_only: loss over the two choice logits instead of the full vocabulary
     fast_path: str  # train.fast_path: auto (`choice.choose` takes the fast path where it is exact) | off
     fast_path_block: int  # train.fast_path_block: queries per attention block on the fast path; 0: one call
@@ -36,5 +37,5 @@ def transplant_spec(cfg: Config) -> TransplantSpec:
 def step_settings(cfg: Config, choice_ids: tuple[int, int]) -> StepSettings:
     """The step settings of `cfg`; `choice_ids`: the token ids of "1" and "2" under its tokenizer and template."""
     return StepSettings(variant=cfg.variant, choice_ids=tuple(choice_ids), spec=transplant_spec(cfg),
-                        choice_only=cfg.loss.choice_only, fast_path=cfg.train.fast_path,
+                        mode=cfg.transplant.mode, choice_only=cfg.loss.choice_only, fast_path=cfg.train.fast_path,
                         fast_path_block=cfg.train.fast_path_block, fast_path_gap=cfg.train.fast_path_gap)

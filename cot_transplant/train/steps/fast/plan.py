@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from cot_transplant.train.batches import Batch, position_ids
+from cot_transplant.train.steps.append import layout, sees_appended
 from cot_transplant.train.steps.devices import host_copy
 
 
@@ -49,7 +50,9 @@ class ChooserPlan:
     extra_rows: torch.Tensor  # (B, Nc) row and column in the padded chooser batch of each extra key,
     extra_cols: torch.Tensor  # (B, Nc)   to read its rotary embedding there
     extra_keys: int  # Nc
-    positions: torch.Tensor  # (B, Tc) the full chooser rows' positions: the extra keys rotate at theirs
+    # (B, Tc) the full chooser rows' positions: the extra keys rotate at theirs (`extra_cols` index it);
+    # append: (B, Nc) the appended entries' own positions
+    positions: torch.Tensor
 
     def to(self, device: torch.device) -> "ChooserPlan":
         """The same plan with its tensors on `device`."""
@@ -124,55 +127,68 @@ def pack_arguer(batch: Batch, pad_id: int = 0) -> ArguerPack:
     return ArguerPack(ids.to(device), mask.to(device), pos.to(device), allowed.to(device), spans)
 
 
-def plan_chooser(batch: Batch, pad_id: int = 0) -> ChooserPlan:
+def plan_chooser(batch: Batch, pad_id: int = 0, append: bool = False) -> ChooserPlan:
     """The chooser's kept tokens (every real token outside the transplant spans) and its extra keys.
 
     Extra key j of row b is that row's j-th transplanted token (its spans in order, which
     is the order of the captured states), at its original column; a kept query sees it when
     its position is lower, and sees the kept keys causally, as in the full sequence.
+    With `append` (`transplant.mode: append`) every real token is kept and the extra keys are the
+    appended entries (`steps.append.layout`): a query sees one iff `steps.append.sees_appended`.
     """
     n_rows, width = batch.chooser_ids.shape
     chooser_ids, chooser_mask = _host(batch.chooser_ids), _host(batch.chooser_mask)
     full_pos = position_ids(chooser_mask)  # (B, Tc)
-    kept_rows, kept_pos, extra_cols, state_index = [], [], [], []
+    entries = layout(batch) if append else None
+    kept_rows, kept_pos, kept_cols, extra_cols, state_index = [], [], [], [], []
     flat = 0
     for b in range(n_rows):
         cols = [c for s, e in batch.chooser_spans[b] for c in range(s, e)]
-        taken = set(cols)
+        taken = set() if append else set(cols)
         real = chooser_mask[b].bool().tolist()
         kept = [c for c in range(width) if real[c] and c not in taken]
         kept_rows.append(chooser_ids[b][kept].tolist())
         kept_pos.append(full_pos[b, kept].tolist())
-        extra_cols.append(cols)
-        state_index.append(list(range(flat, flat + len(cols))))
-        flat += len(cols)
+        kept_cols.append(kept)
+        n_entries = len(entries[b][0]) if append else len(cols)
+        extra_cols.append(list(range(n_entries)) if append else cols)  # append: columns of `positions` below
+        state_index.append(list(range(flat, flat + n_entries)))
+        flat += n_entries
     ids = _left_pad(kept_rows, pad_id)  # (B, Tk)
     mask = _left_pad([[1] * len(r) for r in kept_rows], 0)
     pos = _left_pad(kept_pos, 0)
     n_keep, n_extra = ids.shape[1], max(len(c) for c in extra_cols)
-    cols = torch.tensor([c + [0] * (n_extra - len(c)) for c in extra_cols], dtype=torch.long)  # (B, Nc)
-    valid = torch.tensor([[1] * len(c) + [0] * (n_extra - len(c)) for c in extra_cols], dtype=torch.bool)
-    index = torch.tensor([i + [0] * (n_extra - len(i)) for i in state_index], dtype=torch.long).reshape(-1)
+    pad = lambda rows: torch.tensor([r + [0] * (n_extra - len(r)) for r in rows], dtype=torch.long)  # noqa: E731
+    cols = pad(extra_cols)  # (B, Nc)
+    valid = pad([[1] * len(c) for c in extra_cols]).bool()
+    index = pad(state_index).reshape(-1)
     extra_rows = torch.arange(n_rows)[:, None].expand(n_rows, n_extra)
-    extra_pos = full_pos[extra_rows, cols]  # (B, Nc)
     real_q = mask.bool()[:, :, None]  # (B, Tk, 1)
-    sees_extra = valid[:, None, :] & (extra_pos[:, None, :] < pos[:, :, None]) & real_q  # (B, Tk, Nc)
+    if append:
+        positions = pad([p for p, _ in entries])  # (B, Nc) each entry's position: its keys rotate there
+        q_cols = _left_pad(kept_cols, -1)  # (B, Tk) each kept token's column in the chooser batch
+        span_end = pad([e for _, e in entries])  # (B, Nc)
+        sees_extra = valid[:, None, :] & sees_appended(q_cols[:, :, None], span_end[:, None, :]) & real_q
+    else:
+        positions = full_pos
+        extra_pos = full_pos[extra_rows, cols]  # (B, Nc)
+        sees_extra = valid[:, None, :] & (extra_pos[:, None, :] < pos[:, :, None]) & real_q  # (B, Tk, Nc)
     causal = torch.ones(n_keep, n_keep, dtype=torch.bool).tril()
     sees_own = causal & mask.bool()[:, None, :] & real_q
     sees_own |= torch.eye(n_keep, dtype=torch.bool) & ~real_q  # padding sees itself
     device = batch.chooser_ids.device
     return ChooserPlan(ids.to(device), mask.to(device), pos.to(device),
                        torch.cat([sees_extra, sees_own], dim=2).to(device), index.to(device),
-                       extra_rows.to(device), cols.to(device), n_extra, full_pos.to(device))
+                       extra_rows.to(device), cols.to(device), n_extra, positions.to(device))
 
 
-def fast_shapes(batch: Batch, chunk: int = 0, gap: int = 0) -> tuple[int, int, int, int, int]:
+def fast_shapes(batch: Batch, chunk: int = 0, gap: int = 0, append: bool = False) -> tuple[int, int, int, int, int]:
     """(packed arguer length, kept chooser length, extra keys, arguer and chooser query-key pairs) of `batch` on
     the fast path (bench FLOPs). Pairs are summed over rows: what blocks of `chunk` queries compute
     (`attention_chunks`), or with `chunk` 0 every pair of the padded square (one call over the whole pattern).
-    Planned on the host, whatever the batch's device."""
+    Planned on the host, whatever the batch's device; `append`: under `transplant.mode: append`."""
     host = host_copy(batch)
-    pack, plan = pack_arguer(host), plan_chooser(host)
+    pack, plan = pack_arguer(host), plan_chooser(host, append=append)
     return (pack.ids.shape[1], plan.ids.shape[1], plan.extra_keys, attention_pairs(pack.allowed, chunk, gap),
             attention_pairs(plan.allowed, chunk, gap))
 

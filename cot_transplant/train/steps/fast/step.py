@@ -96,7 +96,7 @@ def plans(model, host: Batch, s: StepSettings) -> Plans:
     arguer_name, chooser_name = role_adapters(s.variant)
     arguer_device = model_device(role_model(model, arguer_name))
     chooser_device = model_device(role_model(model, chooser_name))
-    pack, plan = pack_arguer(host), plan_chooser(host)
+    pack, plan = pack_arguer(host), (plan_chooser(host, append=True) if s.mode == "append" else plan_chooser(host))
     return Plans(pack.to(arguer_device), pack.mask, _blocks(pack.allowed, s, arguer_device),
                  plan.to(chooser_device), _blocks(plan.allowed, s, chooser_device))
 
