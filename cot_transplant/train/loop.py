@@ -150,19 +150,22 @@ def train_step(session: Session, optimizer: torch.optim.Optimizer, rows: list[in
     finite = dist.all_finite(all(map(math.isfinite, figures.loss)))
     for group in optimizer.param_groups:
         group["lr"] = lr
-    scaled = {}
-    if scaler is not None:
+    scaled = {"loss_scale": loss_scale, "scaler_skipped": False} if scaler is not None else {}
+    # The scaler checks gradients; with none at all (every sub-batch skipped: a non-finite loss, out of memory)
+    # there is nothing to check or step, and its scale stays (the non-finite count records the step).
+    scaling = scaler is not None and any(p.grad is not None for p in params)
+    if scaling:
         scaler.unscale_(optimizer)  # the summed gradients are the same on every process, so is its verdict
     if finite:
         if cfg.train.optim.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.train.optim.max_grad_norm)
-        if scaler is None:
-            optimizer.step()
-        else:
+        if scaling:
             scaler.step(optimizer)  # skipped when a gradient is inf/nan at this scale
-    if scaler is not None:
+        elif scaler is None:
+            optimizer.step()
+    if scaling:
         scaler.update()
-        scaled = {"loss_scale": loss_scale, "scaler_skipped": finite and scaler.get_scale() < loss_scale}
+        scaled["scaler_skipped"] = finite and scaler.get_scale() < loss_scale
     return {**asdict(figures), "finite": finite, "oom_rows": oom_rows, "lr": optimizer.param_groups[0]["lr"],
             **scaled}
 

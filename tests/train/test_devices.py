@@ -269,6 +269,24 @@ def test_an_overflowing_scale_skips_the_step_counts_it_and_backs_off(tiny_rows):
     assert cursor.scaler_skipped == 1
 
 
+def test_a_scaled_step_with_no_gradient_at_all_is_counted_not_a_crash(tiny_rows, monkeypatch):
+    """Every sub-batch's loss non-finite: no backward ran, so the scaler has nothing to check; the step is
+    skipped as non-finite and the scale stays."""
+    session = setup(tiny_cfg())
+
+    def nan_loss(model, batch, settings, step, scale, cache=None):
+        rows = len(batch.row_ids)
+        return SubBatchResult(torch.full((rows,), float("nan")), torch.full((rows,), 0.5), torch.full((rows,), 0.5))
+
+    monkeypatch.setattr(loop, "forward_backward", nan_loss)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    start = _adapters(session)
+    out = loop.train_step(session, loop.make_optimizer(session), [0, 1, 2, 3], 1e-2, Dist(), scaler)
+    assert not out["finite"] and not out["scaler_skipped"] and out["loss_scale"] == 2.0 ** 10
+    assert scaler.get_scale() == 2.0 ** 10
+    assert all(torch.equal(start[n], p) for n, p in _adapters(session).items())
+
+
 def test_fp16_gradients_underflow_to_zero_without_the_scale(tiny_rows):
     """Why fp16 needs the scale: a loss weighted 2^-30 (a 7B model's gradients reach such sizes) backpropagates
     as zeros through an fp16 model, whose smallest number is 2^-24; times a loss scale of 2^24 it does not."""
