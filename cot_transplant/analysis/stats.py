@@ -156,3 +156,57 @@ def ci_band(curves: Sequence[Iterable[tuple[float, float | None]]], alpha: float
         n=np.array([r["n"] for r in rows], dtype=np.int64),
         interval=tuple(r["interval"] for r in rows),
     )
+
+
+def seeds_rows_bootstrap(a: ArrayLike, b: ArrayLike | None = None, n_boot: int = 10_000, alpha: float = 0.05,
+                         seed: int = 0) -> dict[str, float]:
+    """Mean of a (or of a - b) with a bootstrap interval that covers both seeds and rows.
+
+    `a` and `b` are (seeds, rows) per-row scores (1/0.5/0) of the same test rows, `b`'s seeds paired
+    with `a`'s (the same training seed: one data order). Each resample draws seeds with replacement
+    and, independently, rows with replacement, the same rows for a and b; the statistic is the mean
+    over the drawn seeds and rows. With one seed it is the bootstrap over rows alone, so the interval
+    is never narrower than what one run's rows support. Returns {"mean", "ci_low", "ci_high", "seeds", "rows"}
+    (percentile interval).
+    """
+    x = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    if b is not None:
+        y = np.atleast_2d(np.asarray(b, dtype=np.float64))
+        if y.shape != x.shape:
+            raise ValueError(f"bootstrap: a and b need the same (seeds, rows) shape, got {x.shape} and {y.shape}")
+        x = x - y
+    n_seeds, n_rows = x.shape
+    if n_rows == 0:
+        raise ValueError("bootstrap: no rows")
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    block = max(1, _CHUNK // max(1, n_rows * n_seeds))
+    for start in range(0, n_boot, block):
+        k = min(block, n_boot - start)
+        seeds = rng.integers(0, n_seeds, size=(k, n_seeds))
+        rows = rng.integers(0, n_rows, size=(k, n_rows))
+        per_seed = x[:, rows]  # (n_seeds, k, n_rows): every seed's scores on each resample's rows
+        means = per_seed.mean(axis=2).T  # (k, n_seeds)
+        stats[start:start + k] = np.take_along_axis(means, seeds, axis=1).mean(axis=1)
+    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return {"mean": float(x.mean()), "ci_low": float(low), "ci_high": float(high), "seeds": n_seeds,
+            "rows": n_rows}
+
+
+def min_detectable_effect(n_rows: int, discordance: float, alpha: float = 0.05, power: float = 0.8,
+                          comparisons: int = 1) -> float:
+    """Smallest difference in f_c a paired two-sided test on `n_rows` rows detects with `power`.
+
+    Normal approximation to the paired (McNemar-type) test on per-row differences d in {-1, 0, 1}:
+    sd(d) <= sqrt(discordance), the share of rows where the two systems disagree, so
+    MDE = (z_{1 - alpha'/2} + z_{power}) * sqrt(discordance / n_rows), with alpha' = alpha / comparisons
+    (Holm's first step, the strictest). Averaging each row over seeds only lowers sd(d): this is the
+    one-seed, conservative figure.
+    """
+    from scipy.stats import norm
+
+    if n_rows < 1 or not 0 < discordance <= 1 or not 0 < alpha < 1 or not 0 < power < 1 or comparisons < 1:
+        raise ValueError("min_detectable_effect: need n_rows >= 1, 0 < discordance <= 1, 0 < alpha, power < 1, "
+                         "comparisons >= 1")
+    z = norm.ppf(1 - alpha / comparisons / 2) + norm.ppf(power)
+    return float(z * math.sqrt(discordance / n_rows))

@@ -96,3 +96,45 @@ def test_ci_band_hand_computed():
     assert (band.low.tolist(), band.high.tolist()) == ([1.0, 2.0], [3.0, 2.0])
     band = ci_band([[(0, 0.9)], [(0, 1.0)], [(0, 1.0)]], bounds=FRACTION)
     assert band.interval == ("t",) and band.low[0] == pytest.approx(0.823245, abs=1e-6) and band.high[0] == 1.0
+
+
+def test_min_detectable_effect_by_hand():
+    from cot_transplant.analysis.stats import min_detectable_effect
+    # (1.959964 + 0.841621) * sqrt(0.3 / 275) = 2.801585 * 0.0330289 = 0.092533
+    assert min_detectable_effect(275, 0.3) == pytest.approx(0.092533, abs=1e-5)
+    # Holm over 4: z_{1 - 0.00625} = 2.497705; (2.497705 + 0.841621) * sqrt(0.3 / 275) = 0.110296
+    assert min_detectable_effect(275, 0.3, comparisons=4) == pytest.approx(0.110296, abs=1e-5)
+    with pytest.raises(ValueError):
+        min_detectable_effect(275, 0.0)
+
+
+def test_seeds_rows_bootstrap_covers_rows_and_seeds():
+    from cot_transplant.analysis.stats import seeds_rows_bootstrap
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, 2, size=(1, 400)).astype(float)
+    single = seeds_rows_bootstrap(one, n_boot=4000)
+    # one seed: the bootstrap over rows, about the binomial standard error
+    half = (single["ci_high"] - single["ci_low"]) / 2
+    se = np.sqrt(one.mean() * (1 - one.mean()) / 400)
+    assert half == pytest.approx(1.96 * se, rel=0.1)
+    # three identical seeds: no seed variance, the same width as one run's rows (never narrower)
+    same = seeds_rows_bootstrap(np.repeat(one, 3, axis=0), n_boot=4000)
+    assert (same["ci_high"] - same["ci_low"]) == pytest.approx(single["ci_high"] - single["ci_low"], rel=0.1)
+    # seeds that disagree in level widen the interval beyond the rows' alone
+    shifted = np.concatenate([one, np.clip(one + 0.3, 0, 1), np.clip(one - 0.3, 0, 1)])
+    wide = seeds_rows_bootstrap(shifted, n_boot=4000)
+    assert wide["ci_high"] - wide["ci_low"] > 1.5 * (single["ci_high"] - single["ci_low"])
+
+
+def test_seeds_rows_bootstrap_of_a_difference_is_paired():
+    from cot_transplant.analysis.stats import seeds_rows_bootstrap
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 2, size=(3, 300)).astype(float)
+    b = a.copy()
+    b[:, :30] = 1 - b[:, :30]  # b differs from a on 30 rows only
+    out = seeds_rows_bootstrap(a, b, n_boot=4000)
+    assert out["mean"] == pytest.approx((a - b).mean())
+    # paired: the interval reflects the 30 differing rows, far narrower than unpaired rows would give
+    assert out["ci_high"] - out["ci_low"] < 0.1
+    with pytest.raises(ValueError):
+        seeds_rows_bootstrap(a, b[:, :10])
