@@ -41,11 +41,22 @@ class SynthConfig:
 class DataConfig:
     path: str | None = None  # CSV/JSONL/Parquet file; empty -> synthetic rows from data.synthetic
     synthetic: SynthConfig = field(default_factory=SynthConfig)
-    split: str = "random"  # random | original (the original study's 275 test rows; needs its 2,748-row CSV)
+    # random (by row: a repeated question may sit in train and test; kept for earlier runs' numbers) | grouped
+    # (random, but all rows of a question in one split) | original (the original study's 275 test rows; needs its
+    # 2,748-row CSV; val carved by question; train/val rows whose question is in a test row are dropped)
+    split: str = "random"
     val_fraction: float = 0.1  # share of rows for checkpoint selection (of the train part for `original`)
     test_fraction: float = 0.1  # share of rows held out for reporting (ignored for `original`)
     split_seed: int = 1  # seeds the split only, so training seeds share one split
     mask: bool = False  # replace the choice argument's candidate identifiers by `_` (original masked run)
+    # original | none: every row's choice argument empty in the chooser prompt, for every variant (as the
+    # `no-argument` variant does for itself); the argument then carries nothing and the base rate is chance
+    argument: str = "original"
+    # Graded positive control on these rows (data/plant.py): this share of rows (round(f * n)) has the arguer read
+    # a verdict on each candidate, the rest read "hidden"; the chooser's text always reads "hidden". 0: off
+    planted_fraction: float = 0.0
+    planted_position: str = "end"  # end: the verdict as a suffix of each candidate | start: as a prefix
+    planted_seed: int = 0  # picks the planted rows (independent of split_seed; nested across fractions)
     skip_invalid: bool = False  # skip invalid rows (counted) instead of refusing the file
     max_rows: int | None = None  # use only the first N rows (quick trials)
 
@@ -152,12 +163,16 @@ class EvalConfig:
     splits: list[str] = field(default_factory=lambda: ["val", "test"])
     batch_size: int = 8  # rows per eval forward
     at_start: bool = True  # evaluate once before training (samples = 0)
+    # train samples at which to evaluate (e.g. a log-spaced learning curve: [64, 160, 320, 640]), instead of
+    # every `every` samples; the end of training is always evaluated
+    at: list[int] | None = None
 
 
 @dataclass
 class CheckpointConfig:
     every: int = 1  # optimizer steps between checkpoints
     keep: int = 2  # most recent checkpoints kept
+    at_eval: bool = False  # also checkpoint at each evaluation (eval-only controls need the validation-chosen one)
 
 
 @dataclass
@@ -204,7 +219,12 @@ def validate(cfg: Config) -> None:
     """Checks across keys that types alone cannot express."""
     checks = [
         (cfg.variant in VARIANTS, "variant", f"'{cfg.variant}' is not one of {', '.join(VARIANTS)}"),
-        (cfg.data.split in ("random", "original"), "data.split", "must be 'random' or 'original'"),
+        (cfg.data.split in ("random", "grouped", "original"), "data.split", "must be random, grouped or original"),
+        (cfg.data.argument in ("original", "none"), "data.argument", "must be 'original' or 'none'"),
+        (0 <= cfg.data.planted_fraction <= 1, "data.planted_fraction", "must be in [0, 1] (0: no planted rows)"),
+        (cfg.data.planted_position in ("end", "start"), "data.planted_position", "must be 'end' or 'start'"),
+        (cfg.data.planted_fraction == 0 or cfg.data.path or not cfg.data.synthetic.planted, "data.planted_fraction",
+         "data.synthetic.planted rows are planted already; set one of the two"),
         (0 <= cfg.data.val_fraction < 1 and 0 <= cfg.data.test_fraction < 1
          and cfg.data.val_fraction + cfg.data.test_fraction < 1, "data.val_fraction",
          "val and test fractions must be in [0, 1) and sum below 1"),
@@ -224,6 +244,8 @@ def validate(cfg: Config) -> None:
         (cfg.train.accumulate_to >= cfg.train.batch_size and cfg.train.accumulate_to % cfg.train.batch_size == 0,
          "train.accumulate_to", "must be a multiple of train.batch_size"),
         (cfg.eval.every >= 1, "eval.every", "must be >= 1"),
+        (cfg.eval.at is None or (all(x >= 1 for x in cfg.eval.at) and list(cfg.eval.at) == sorted(set(cfg.eval.at))),
+         "eval.at", "must list train-sample counts >= 1 in increasing order, each once"),
         (set(cfg.eval.splits) <= {"val", "test"}, "eval.splits", "may hold only 'val' and 'test'"),
         (cfg.checkpoint.every >= 1 and cfg.checkpoint.keep >= 1, "checkpoint.every", "every and keep must be >= 1"),
         (set(cfg.run.loggers) <= set(LOGGERS) and len(set(cfg.run.loggers)) == len(cfg.run.loggers), "run.loggers",

@@ -45,6 +45,7 @@ run() {  # run NAME VARIANT SEED OVERRIDES...: train, eval-only controls (joint)
   wanted "$name" || return 0
   local dir=$WORK/$name start; start=$(date +%s)
   echo "campaign: $name" >&2
+  case $name in gsm8k-*) gsm8k_pairs ;; esac
   {
     if [ -e "$dir/summary.json" ]; then :  # trained; controls or export were interrupted
     elif ls "$dir"/checkpoints/step-*/state.json > /dev/null 2>&1; then
@@ -72,6 +73,7 @@ probe() {  # probe NAME ARGS...: the base model's states, nested-CV probes (smal
   wanted "$name" || return 0
   local start; start=$(date +%s)
   echo "campaign: $name" >&2
+  [ "$name" = probe-gsm8k ] && gsm8k_pairs
   "$CT" probe "$@" --out "$WORK/$name" > "$WORK/$name.log" 2>&1
   echo "wall_s $(( $(date +%s) - start ))" >> "$WORK/$name.log"
   mkdir -p "$RESULTS/$name"
@@ -104,7 +106,6 @@ run plantfullce-text-only-s0 text-only 0 data.planted_fraction=1.0 loss.choice_o
 # 4. The primary condition's other seeds.
 for seed in 1 2; do for v in joint text-only frozen-arguer; do run noarg-$v-s$seed $v $seed; done; done
 # 5. Probes of the base model's states on every CSV row and every GSM8K model pair.
-gsm8k_pairs
 probe probe-csv --data ../shared/seed-data/dataset.csv --template chat
 probe probe-gsm8k --data "$GSM8K_PAIRS" --template chat
 # 6. GSM8K model-written pairs (no argument), then the original argument format (secondary).

@@ -256,8 +256,12 @@ def fill(doc: str, root: Path) -> tuple[str, list[str]]:
     """`doc` with every known results block rewritten from `root`; the names filled."""
     filled = []
 
+    from cot_transplant.analysis import campaign  # it reads runs with this module's functions
+
+    sections = {**SECTIONS, **campaign.SECTIONS}
+
     def replace(m: re.Match) -> str:
-        make = SECTIONS.get(m["name"])
+        make = sections.get(m["name"])
         if make is None:
             return m.group(0)
         filled.append(m["name"])

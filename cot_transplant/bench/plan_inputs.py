@@ -76,13 +76,11 @@ class Rows:
 
 def build_rows(cfg: Config, template, tokenizer, limit: int | None) -> Rows:
     """The train and evaluated splits' examples, built as `train/setup.py` builds a run's."""
-    from cot_transplant.data.splits import make_split
-    from cot_transplant.runs.records import load_records
+    from cot_transplant.runs.records import load_records, split_records
     from cot_transplant.train.setup import build_examples
 
     records = load_records(cfg)
-    splits = make_split(cfg.data.split, len(records), cfg.data.val_fraction, cfg.data.test_fraction,
-                        cfg.data.split_seed)
+    splits = split_records(cfg, records)
     records = [dataclasses.replace(r, row_id=i) for i, r in enumerate(records)]
     built = {split: build_examples(records, splits[split], cfg, template, tokenizer, limit)
              for split in ("train", *cfg.eval.splits) if split in splits}

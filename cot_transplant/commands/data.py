@@ -66,9 +66,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output file (.csv, .jsonl or .parquet)")
     p.add_argument("--choices", default="synthetic", choices=("synthetic", "none"),
                    help="add synthetic choice arguments (default) or write a pairs file")
-    p.add_argument("--correct", default="auto", choices=("auto", "model", "ground-truth"),
-                   help="correct solution: a correct model solution, else the ground truth (auto); "
-                        "model solutions only; or always the ground truth")
+    p.add_argument("--correct", default="model", choices=("model", "auto", "ground-truth"),
+                   help="correct solution: a correct model solution only (default: both sides model-written); "
+                        "a correct model solution, else the ground truth (auto); or always the ground truth")
     p.add_argument("--gold", default=None, metavar="FILE",
                    help="GSM8K question file (test.jsonl) giving the ground-truth solutions; default: the file's ground_truth")
     p.add_argument("--argument-accuracy", type=float, default=0.594, metavar="P",
@@ -206,7 +206,8 @@ def run_synth(args) -> int:
 
 def run_from_solutions(args) -> int:
     from cot_transplant.data.io import write_records
-    from cot_transplant.data.solutions import pairs_from_solutions
+    from cot_transplant.data.solutions import pairs_from_solutions, source_counts
+    from cot_transplant.provenance import stamp
 
     _check_out(args.out)
     records, counts = pairs_from_solutions(args.file, seed=args.seed, choices=args.choices, correct=args.correct,
@@ -215,6 +216,14 @@ def run_from_solutions(args) -> int:
     write_records(records, args.out)
     kind = "pairs" if args.choices == "none" else "full"
     print(f"{args.out}: {len(records)} rows ({kind}); " + "; ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    sources = source_counts(records)
+    for side, by_name in sources.items():
+        print(f"{args.out}: {side.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in by_name.items()))
+    sidecar = f"{args.out}.counts.json"
+    with open(sidecar, "w", encoding="utf-8") as f:
+        json.dump({"file": os.path.basename(args.out), "pairs": len(records), "correct": args.correct,
+                   **sources, "counts": dict(sorted(counts.items())), "_provenance": stamp()}, f, indent=1)
+    print(f"{args.out}: counts written to {sidecar}")
     return 0
 
 

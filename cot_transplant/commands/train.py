@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONTROLS = ("swapped-kv", "shuffled-kv")  # train.evaluate_checkpoint.CONTROLS
+CONTROLS = ("swapped-kv", "shuffled-kv", "base-arguer")  # train.evaluate_checkpoint.CONTROLS
 DONORS = ("random", "length-matched")  # config.DONORS (not imported: the CLI imports no package code at top level)
 
 
@@ -29,8 +29,10 @@ def register(sub) -> None:
                    help="split(s) of the run's data to evaluate (default: the run's eval.splits)")
     e.add_argument("--fraction", type=float, help="transplant only the first fraction of each argument's K/V")
     e.add_argument("--control", choices=CONTROLS,
-                   help="eval-only control on a joint or frozen-arguer checkpoint: swapped-kv (each candidate slot "
-                        "gets the other candidate's K/V) or shuffled-kv (another row's, within the split)")
+                   help="eval-only control: swapped-kv (each candidate slot gets the other candidate's K/V) or "
+                        "shuffled-kv (another row's, within the split), on a joint or frozen-arguer checkpoint; "
+                        "base-arguer (the trained chooser reads the untrained arguer's states), on a joint or "
+                        "adversarial checkpoint")
     e.add_argument("--donors", choices=DONORS,
                    help="with --control shuffled-kv: random or length-matched donors (default: the run's "
                         "transplant.donors)")

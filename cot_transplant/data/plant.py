@@ -11,6 +11,11 @@ The chooser's view travels in the record's `extra` columns (`shown_correct_argum
 `shown_incorrect_argument`), so a planted file written with `data synth --planted` trains the same
 way. The three verdict words are one token each in the bundled tokenizer (and in LLaMA's); with a
 tokenizer where they are not, a row's two views differ in length and the row is skipped and counted.
+
+The graded control (`data.planted_fraction`, `plant_fraction`) keeps real rows and their real
+candidates: in a seeded share of the rows the arguer reads the verdicts, in the others
+" Verdict: hidden." on both, and the chooser's own text always ends in " Verdict: hidden.". A
+`text-only` chooser's input is then the same at every fraction; only the transplanted states differ.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import dataclasses
 import random
 
 from cot_transplant.data.record import Record
+from cot_transplant.errors import UserError
 
 VERDICT_RIGHT = " Verdict: right."
 VERDICT_WRONG = " Verdict: wrong."
 VERDICT_HIDDEN = " Verdict: hidden."
 SHOWN_KEYS = ("shown_correct_argument", "shown_incorrect_argument")
+POSITIONS = ("end", "start")  # where `with_verdict` puts the verdict: a suffix or a prefix
 
 
 def plant(record: Record, rng: random.Random, argument_accuracy: float = 0.5) -> Record:
@@ -54,6 +61,50 @@ def plant_all(records: list[Record], seed: int, argument_accuracy: float = 0.5) 
     """Every record planted, with one seeded generator (deterministic for a seed)."""
     rng = random.Random(f"plant-{seed}")
     return [plant(r, rng, argument_accuracy) for r in records]
+
+
+def with_verdict(text: str, verdict: str, position: str = "end") -> str:
+    """`text` with a `VERDICT_*` constant: appended (`end`), or as a prefix "Verdict: right. " (`start`)."""
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {POSITIONS}, not {position!r}")
+    return f"{verdict.strip()} {text}" if position == "start" else text + verdict
+
+
+def plant_verdicts(record: Record, planted: bool, position: str = "end") -> Record:
+    """A real row with verdicts on its real candidates, marked `planted` "true"/"false" in `extra`.
+
+    The arguer reads " Verdict: right." on the correct candidate and " Verdict: wrong." on the other
+    where `planted`, " Verdict: hidden." on both where not; the chooser's own text of both (`SHOWN_KEYS`)
+    always ends in " Verdict: hidden.". The choice argument and the candidate order are kept.
+    """
+    right, wrong = (VERDICT_RIGHT, VERDICT_WRONG) if planted else (VERDICT_HIDDEN, VERDICT_HIDDEN)
+    extra = {**record.extra,
+             SHOWN_KEYS[0]: with_verdict(record.correct_argument, VERDICT_HIDDEN, position),
+             SHOWN_KEYS[1]: with_verdict(record.incorrect_argument, VERDICT_HIDDEN, position),
+             "planted": "true" if planted else "false"}
+    return dataclasses.replace(record, correct_argument=with_verdict(record.correct_argument, right, position),
+                               incorrect_argument=with_verdict(record.incorrect_argument, wrong, position),
+                               extra=extra)
+
+
+def plant_fraction(records: list[Record], fraction: float, seed: int = 0, position: str = "end") -> list[Record]:
+    """`records` with verdicts (`plant_verdicts`), exactly round(fraction * n) of them planted.
+
+    The planted rows are the first of one seeded order of the rows (`seed`, not the split's), so for
+    one seed a smaller fraction plants a subset of a larger one's rows. Fraction 0 returns the rows
+    unchanged.
+
+    Raises:
+        UserError: the rows already carry planted views (a `data synth --planted` file).
+    """
+    if fraction <= 0:
+        return list(records)
+    if any(k in r.extra for r in records for k in SHOWN_KEYS):
+        raise UserError("data.planted_fraction: the rows already carry planted views (a planted file); "
+                        "use unplanted rows, or data.planted_fraction=0")
+    order = random.Random(f"planted-{seed}").sample(range(len(records)), len(records))
+    chosen = set(order[:round(fraction * len(records))])
+    return [plant_verdicts(r, i in chosen, position) for i, r in enumerate(records)]
 
 
 def shown_candidates(record: Record) -> tuple[str, str]:

@@ -4,8 +4,9 @@ Each line of `example_model_solutions.jsonl` holds a test question, its `ground_
 solution and four model solutions (`6b_finetuning`, ..., each `{"solution", "is_correct"}`),
 every solution ending in a line `A: N`. A pair takes one incorrect model solution and,
 as the correct one, a correct model solution or the ground-truth solution (`correct`):
-- `auto`: a correct model solution when there is one, else the ground truth;
-- `model`: only questions with a correct model solution (731 of 1,319 have both kinds);
+- `model` (default): only questions with a correct model solution (731 of 1,319 have both kinds),
+  so both sides are model-written and correctness is not confounded with authorship;
+- `auto`: a correct model solution when there is one, else the ground truth (written by people);
 - `ground-truth`: always the ground truth.
 Calculator annotations `<<...>>` are stripped and the `A: N` line becomes the answer.
 """
@@ -26,7 +27,7 @@ from cot_transplant.data.sources import read_questions, strip_annotations
 from cot_transplant.errors import UserError
 
 FINAL_LINE = re.compile(r"(?:^|\n)A:\s*(\S[^\n]*?)\s*$")
-CORRECT_FROM = ("auto", "model", "ground-truth")
+CORRECT_FROM = ("model", "auto", "ground-truth")
 CHOICES = ("synthetic", "none")
 
 
@@ -67,7 +68,7 @@ def _model_solutions(obj: dict) -> dict[str, dict]:
 
 
 def pairs_from_solutions(path: str | os.PathLike, *, seed: int = 0, choices: str = "synthetic",
-                         correct: str = "auto", argument_accuracy: float = 0.594, gold: str | None = None,
+                         correct: str = "model", argument_accuracy: float = 0.594, gold: str | None = None,
                          keep_annotations: bool = False) -> tuple[list[Record], Counter]:
     """Records pairing a correct and an incorrect solution per question, and counts of what was kept/skipped.
 
@@ -122,3 +123,10 @@ def pairs_from_solutions(path: str | os.PathLike, *, seed: int = 0, choices: str
     if not records:
         raise UserError(f"{p}: no question has both a correct and an incorrect solution")
     return records, counts
+
+
+def source_counts(records: list[Record]) -> dict[str, dict[str, int]]:
+    """How many pairs took their correct and their incorrect solution from each source (a model's name
+    or `ground_truth`): {"correct_from": {name: n}, "incorrect_from": {name: n}}, names sorted."""
+    return {side: dict(sorted(Counter(r.extra.get(side, "unknown") for r in records).items()))
+            for side in ("correct_from", "incorrect_from")}

@@ -81,10 +81,12 @@ def adapter_params(model, name: str) -> list[tuple[str, torch.nn.Parameter]]:
 
 
 def adapter_state(model, name: str) -> dict[str, torch.Tensor]:
+    """Adapter `name`'s weights as peft saves them: CPU copies, never views of the live weights (`.cpu()` alone
+    would alias them on a CPU model, so a later load would change a state taken before it)."""
     from peft import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(role_model(model, name), adapter_name=name)
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
 def load_adapter_state(model, name: str, state: dict[str, torch.Tensor]) -> None:

@@ -50,9 +50,10 @@ def build_example(rec: Record, template: Template, tokenizer, *, shift: bool = T
 
     `shuffled-kv` takes the arguer passes (and the chooser's candidate texts, which it
     never reads once their K/V are replaced) from `donor`; `swapped-kv` gives each
-    candidate slot the other candidate; `no-argument` empties the choice argument. The
-    chooser's candidate texts are the record's planted views where it has them
-    (`data.plant`); the arguer always reads the arguments. `own_text` (`transplant.mode: append`, where the
+    candidate slot the other candidate; `no-argument` empties the choice argument (`data.argument: none`
+    empties it in the rows themselves, `runs/records.py`, so every variant's chooser prompt reads as this
+    one's). The chooser's candidate texts are the record's planted views where it has them
+    (`data/plant.py`); the arguer always reads the arguments. `own_text` (`transplant.mode: append`, where the
     chooser reads its candidate texts) keeps the record's own texts in the chooser's slots whatever the
     controls do to the arguer's; its spans may then differ in length from the arguer's.
     """

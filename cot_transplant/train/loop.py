@@ -221,11 +221,13 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
                 if dist.main:
                     log.write(record)
                 figures = Figures()
-            if cursor.since_eval >= cfg.eval.every or cursor.samples >= target:
+            evaluated = eval_due(cfg, cursor.samples - len(rows), cursor.samples, cursor.since_eval)
+            if evaluated or cursor.samples >= target:
                 cursor.since_eval = 0
                 progress.clear()
                 _evaluate_splits(session, cursor.samples, run, log, dist)
-            if cursor.step % cfg.checkpoint.every == 0 or cursor.samples >= target:
+            if (cursor.step % cfg.checkpoint.every == 0 or cursor.samples >= target
+                    or (evaluated and cfg.checkpoint.at_eval)):
                 checkpoint()
             if cursor.nonfinite_run >= cfg.train.max_nonfinite:
                 checkpoint()
@@ -246,6 +248,14 @@ def train(cfg: Config, config_path: str | None = None, resume: Path | None = Non
     finally:
         log.close(figure=summary.get("outputs", {}).get("curves"))
     return summary
+
+
+def eval_due(cfg: Config, before: int, after: int, since_eval: int) -> bool:
+    """Whether the step that took training from `before` to `after` samples ends at an evaluation:
+    it crossed a point of `eval.at` when that is set, else `eval.every` samples have passed since the last one."""
+    if cfg.eval.at is not None:
+        return any(before < point <= after for point in cfg.eval.at)
+    return since_eval >= cfg.eval.every
 
 
 def _evaluate_splits(session: Session, samples: int, run: Path, log, dist: Dist) -> None:

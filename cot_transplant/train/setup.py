@@ -11,7 +11,7 @@ import torch
 
 from cot_transplant.config import Config
 from cot_transplant.data.record import Record
-from cot_transplant.data.splits import make_split
+from cot_transplant.data.splits import SPLITS
 from cot_transplant.errors import UserError
 from cot_transplant.prompts.segments import EmptySpan
 from cot_transplant.prompts.templates import choice_token_ids, get_template
@@ -30,7 +30,7 @@ class Session:
     model: object
     tokenizer: object
     records: list[Record]
-    splits: dict[str, list[int]]
+    splits: dict  # row ids per split name (`SPLITS`); data.split original adds `dropped` (splits.json keeps it)
     examples: dict[str, list[Example]]
     skipped: dict[str, int]
     settings: StepSettings
@@ -128,6 +128,8 @@ def split_examples(records: list[Record], splits: dict[str, list[int]], cfg: Con
     """`build_examples` for every split: (examples, skipped) per split name; `shuffled-kv` donors stay within a split."""
     examples, skipped = {}, {}
     for split, ids in splits.items():
+        if split not in SPLITS:  # `dropped` (data.split: original): rows that no split holds
+            continue
         examples[split], skipped[split] = build_examples(records, ids, cfg, template, tokenizer, limit, variant)
     return examples, skipped
 
@@ -217,8 +219,7 @@ def setup(cfg: Config, control: str | None = None, use: str = "evaluate") -> Ses
     # The rows come first, so a data error answers before a model loads; reading them draws
     # on no global RNG, so the model's seeding is as if nothing ran before it.
     records = run_records.load_records(cfg)  # looked up here, so a test can substitute its rows
-    splits = make_split(cfg.data.split, len(records), cfg.data.val_fraction, cfg.data.test_fraction,
-                        cfg.data.split_seed)
+    splits = run_records.split_records(cfg, records)
     # Row ids are positions in the loaded file, so splits.json names rows of the data file.
     records = [dataclasses.replace(r, row_id=i) for i, r in enumerate(records)]
     m = setup_model(cfg)

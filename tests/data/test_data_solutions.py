@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cot_transplant.data.io import read_records
-from cot_transplant.data.solutions import pairs_from_solutions, split_solution
+from cot_transplant.data.solutions import pairs_from_solutions, source_counts, split_solution
 from cot_transplant.errors import UserError
 
 
@@ -54,6 +54,26 @@ def test_correct_solution_source(solutions, correct, questions, sources):
     assert counts["skipped: no incorrect solution"] == 2 and counts["unparsed solutions"] == 1
 
 
+def test_model_is_the_default_source(solutions):
+    records, counts = pairs_from_solutions(solutions, choices="none")
+    assert [r.extra["correct_from"] for r in records] == ["6b"]
+    assert source_counts(records) == {"correct_from": {"6b": 1}, "incorrect_from": {"175b": 1}}
+    records, _ = pairs_from_solutions(solutions, choices="none", correct="auto")
+    sources = source_counts(records)
+    assert sources["correct_from"] == {"6b": 1, "ground_truth": 1} and sum(sources["incorrect_from"].values()) == 2
+
+
+def test_the_command_prints_and_writes_the_sources(solutions, tmp_path, cli):
+    out = tmp_path / "pairs.jsonl"
+    code, text, _ = cli("data", "from-solutions", solutions, "--out", out, "--choices", "none")
+    assert code == 0 and f"{out}: 1 rows (pairs)" in text
+    assert f"{out}: correct from: 6b 1" in text and f"{out}: incorrect from: 175b 1" in text
+    counts = json.loads((tmp_path / "pairs.jsonl.counts.json").read_text())
+    assert counts["pairs"] == 1 and counts["correct"] == "model" and counts["file"] == "pairs.jsonl"
+    assert counts["correct_from"] == {"6b": 1} and counts["incorrect_from"] == {"175b": 1}
+    assert counts["counts"]["skipped: no correct solution"] == 1 and "_provenance" in counts
+
+
 def test_synthetic_choices_and_determinism(solutions):
     a, _ = pairs_from_solutions(solutions, seed=3)
     b, _ = pairs_from_solutions(solutions, seed=3)
@@ -67,9 +87,19 @@ def test_not_a_solutions_file(tmp_path):
         pairs_from_solutions(path)
 
 
-def test_released_solutions_give_731_model_pairs(model_solutions, tmp_path, cli):
-    out = tmp_path / "pairs.csv"
+def test_released_solutions_give_731_model_pairs_by_default(model_solutions, tmp_path, cli):
+    out = tmp_path / "model.csv"
     code, text, _ = cli("data", "from-solutions", model_solutions, "--out", out, "--choices", "none")
+    assert code == 0 and f"{out}: 731 rows (pairs)" in text and "ground-truth solution" not in text
+    counts = json.loads((tmp_path / "model.csv.counts.json").read_text())
+    assert sum(counts["correct_from"].values()) == sum(counts["incorrect_from"].values()) == 731
+    assert "ground_truth" not in counts["correct_from"]
+
+
+def test_released_solutions_with_auto_add_432_ground_truth_pairs(model_solutions, tmp_path, cli):
+    out = tmp_path / "pairs.csv"
+    code, text, _ = cli("data", "from-solutions", model_solutions, "--out", out, "--choices", "none",
+                        "--correct", "auto")
     assert code == 0 and "pairs with a model-written correct solution: 731" in text
     assert "pairs with the ground-truth solution as correct: 432" in text
     with pytest.raises(UserError, match="is a pairs file"):

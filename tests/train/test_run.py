@@ -126,3 +126,28 @@ def test_the_original_csv_trains_two_steps_on_a_tiny_model(tmp_path):
     steps = [x for x in lines if x["kind"] == "train"]
     assert len(steps) == 2 and all(x["train/loss"] is not None for x in steps)
     assert summary["samples_trained"] == 4
+
+
+def test_eval_at_gives_the_listed_evaluation_points_and_the_end(tiny_rows, tmp_path):
+    train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "train.max_samples=16", "eval.at=[4,12]",
+                   "eval.at_start=false"))
+    preds = sorted(p.name for p in (tmp_path / "r" / "predictions").iterdir() if p.name.startswith("test-"))
+    assert preds == ["test-12.csv", "test-16.csv", "test-4.csv"]
+
+
+def test_eval_due_by_hand():
+    from cot_transplant.train.loop import eval_due
+    cfg = tiny_cfg("eval.at=[5,16]")
+    assert [eval_due(cfg, b, b + 4, 0) for b in (0, 4, 8, 12, 16)] == [False, True, False, True, False]
+    cfg = tiny_cfg("eval.every=8")
+    assert not eval_due(cfg, 0, 4, 4) and eval_due(cfg, 4, 8, 8)
+    with pytest.raises(Exception, match="eval.at"):
+        tiny_cfg("eval.at=[16,5]")
+
+
+def test_checkpoint_at_eval_keeps_one_checkpoint_per_evaluation(tiny_rows, tmp_path):
+    train(tiny_cfg(f"run.dir={tmp_path}", "run.name=r", "train.max_samples=16", "eval.at=[4,12]",
+                   "eval.at_start=false", "checkpoint.every=100", "checkpoint.at_eval=true", "checkpoint.keep=5"))
+    kept = sorted(json.loads((p / "state.json").read_text())["cursor"]["samples"]
+                  for p in (tmp_path / "r" / "checkpoints").glob("step-*"))
+    assert kept == [4, 12, 16]

@@ -1,0 +1,127 @@
+"""The campaign's tables and its pre-registered decision, on hand-made run outputs with known answers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cot_transplant.analysis import campaign
+from cot_transplant.analysis.results import fill
+
+ROWS = 200
+
+
+def correct_rows(rate: float, seed: int, shift: int = 0) -> np.ndarray:
+    """A fixed 0/1 pattern with `rate` of the rows correct (rows drawn by `seed`)."""
+    rng = np.random.default_rng(1000 + seed + shift)
+    out = np.zeros(ROWS, dtype=int)
+    out[rng.permutation(ROWS)[:round(rate * ROWS)]] = 1
+    return out
+
+
+def write_preds(path: Path, correct: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row_id", "p_cand1", "p_cand2", "label", "argument_choice"])
+        for i, c in enumerate(correct):
+            w.writerow([i, 0.9 if c else 0.1, 0.1 if c else 0.9, 1, 1])
+
+
+def fake_run(root: Path, name: str, curve: dict[int, np.ndarray], chosen: int,
+             controls: dict[str, np.ndarray] | None = None, wall: int = 60) -> Path:
+    run = root / name
+    for samples, correct in curve.items():
+        write_preds(run / "predictions" / f"test-{samples}.csv", correct)
+    end = max(curve)
+    (run / "summary.json").write_text(json.dumps({
+        "test_at_chosen": {"samples": chosen}, "test_at_end": {"samples": end}, "wall_s": wall,
+        "baselines": None}))
+    (run / "config.yaml").write_text("variant: x\n_provenance:\n  git: 0123456789abcdef\n")
+    (run / "log.txt").write_text(f"training\nwall_s {wall}\n")
+    for label, correct in (controls or {}).items():
+        write_preds(run / f"eval-step-4-control-{label}-test.csv", correct)
+        (run / f"eval-step-4-control-{label}.json").write_text(json.dumps(
+            [{"split": "test", "samples": chosen, "predictions": f"eval-step-4-control-{label}-test.csv"}]))
+    return run
+
+
+def campaign_dir(root: Path, joint_rate: float, text_rate: float, shuffled_rate: float,
+                 plant_rates: dict[str, float], seeds=(0, 1, 2)) -> Path:
+    for s in seeds:
+        joint = correct_rows(joint_rate, s)
+        ctrl = {"base-arguer": correct_rows(text_rate, s, 7), "shuffled-kv-length-matched": correct_rows(shuffled_rate, s, 9)}
+        fake_run(root, f"noarg-joint-s{s}", {64: correct_rows(0.5, s, 3), 640: joint}, 640, ctrl)
+        fake_run(root, f"noarg-text-only-s{s}", {64: correct_rows(0.5, s, 4), 640: correct_rows(text_rate, s, 1)}, 640)
+        fake_run(root, f"noarg-frozen-arguer-s{s}", {640: correct_rows(text_rate, s, 2)}, 640)
+    fake_run(root, "plant100-text-only-s0", {640: correct_rows(0.5, 0, 5)}, 640)
+    for name, rate in plant_rates.items():
+        fake_run(root, f"{name}-joint-s0", {640: correct_rows(rate, 0, 6)}, 640)
+    return root
+
+
+def test_a_planted_gain_in_real_states_is_decided_as_read(tmp_path):
+    root = campaign_dir(tmp_path, 0.8, 0.5, 0.5, {"plant100": 0.95, "plant50": 0.75, "plant25": 0.62, "plant10": 0.55})
+    verdict, reasons = campaign.decide(root)
+    assert verdict == "the chooser reads correctness from the transplanted states", reasons
+    c = {r["label"]: r for r in campaign.study_comparisons(campaign.load_study(root, "noarg"))}
+    c1 = c["`joint` − `text-only`"]
+    assert c1["effect"] == pytest.approx(0.3) and c1["seeds"] == 3 and c1["rows"] == ROWS
+    assert c1["ci_low"] < 0.3 < c1["ci_high"] and c1["p_holm"] < 0.001
+    assert len(c) == 4
+
+
+def test_no_gain_with_a_detected_positive_control_is_decided_as_not_read(tmp_path):
+    root = campaign_dir(tmp_path, 0.5, 0.5, 0.5, {"plant100": 0.95, "plant50": 0.75, "plant25": 0.52, "plant10": 0.5})
+    verdict, reasons = campaign.decide(root)
+    assert verdict == "it does not, at this budget and model", reasons
+    limit = campaign.detection_limit(campaign.positive_levels(root))
+    assert limit["fraction"] == 0.5 and limit["effect"] == pytest.approx(0.25)
+
+
+def test_no_gain_without_a_detected_positive_control_is_undecided(tmp_path):
+    root = campaign_dir(tmp_path, 0.5, 0.5, 0.5, {"plant100": 0.52, "plant50": 0.5, "plant25": 0.5, "plant10": 0.5})
+    verdict, _ = campaign.decide(root)
+    assert verdict == "undecided on this hardware"
+
+
+def test_an_unfinished_campaign_is_undecided_and_says_what_is_missing(tmp_path):
+    root = campaign_dir(tmp_path, 0.8, 0.5, 0.5, {"plant100": 0.95}, seeds=(0,))
+    verdict, reasons = campaign.decide(root)
+    assert verdict.startswith("undecided")
+    assert "noarg-joint-s1" in reasons[0] and "plant50-joint-s0" in reasons[0]
+
+
+def test_the_detection_limit_stops_at_the_first_level_missed():
+    levels = [{"fraction": f, "detected": d, "effect": e} for f, d, e in
+              ((1.0, True, 0.4), (0.5, True, 0.2), (0.25, False, 0.05), (0.1, True, 0.3))]
+    assert campaign.detection_limit(levels)["fraction"] == 0.5
+    assert campaign.detection_limit([{"fraction": 1.0, "detected": False, "effect": 0.0}]) is None
+
+
+def test_results_fills_every_campaign_block(tmp_path):
+    root = campaign_dir(tmp_path / "c", 0.8, 0.5, 0.5, {"plant100": 0.95})
+    doc = "".join(f"<!-- results:{n} -->\nold\n<!-- /results:{n} -->\n" for n in campaign.SECTIONS)
+    text, filled = fill(doc, root)
+    assert set(filled) == set(campaign.SECTIONS) and "old" not in text
+    assert "| `joint` | 0, 1, 2 | " in text  # the learning-curve table
+    assert "test f_c at 64" in text and "test f_c at 640" in text
+    assert "Not run yet" in text  # gsm8k and arg have no runs
+    assert "undecided" in text and "0.12 h" not in text
+    assert "`noarg-joint-s0` | 1.0 min" in text
+
+
+def test_the_results_command_draws_the_campaign_figures(tmp_path):
+    from cot_transplant.cli import main
+    root = campaign_dir(tmp_path / "c", 0.8, 0.5, 0.5, {"plant100": 0.95, "plant25": 0.6})
+    doc = tmp_path / "docs" / "results.md"
+    doc.parent.mkdir()
+    doc.write_text("<!-- results:primary -->\n<!-- /results:primary -->\n"
+                   "<!-- results:positive-series -->\n<!-- /results:positive-series -->\n")
+    assert main(["results", str(root), "--doc", str(doc), "--reference", str(tmp_path / "absent.csv")]) == 0
+    for name in ("results-curves.png", "results-positive.png"):
+        assert (doc.parent / name).stat().st_size > 10_000
