@@ -78,6 +78,29 @@ def control_scores(run: Run, control: str) -> dict | None:
     return None
 
 
+def planted_row_ids(run: Run) -> set[int] | None:
+    """The row ids whose verdict the arguer read in a planted run (`data.planted_fraction`), recomputed from its
+    config and splits.json (`data.plant.planted_positions`; row ids are positions in a file read whole)."""
+    import yaml
+
+    from cot_transplant.data.plant import planted_positions
+
+    data = (yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}).get("data") or {}
+    fraction = data.get("planted_fraction") or 0
+    splits_file = run.path / "splits.json"
+    if not fraction or not splits_file.is_file() or data.get("skip_invalid"):
+        return None
+    splits = json.loads(splits_file.read_text(encoding="utf-8"))
+    n = sum(len(splits.get(k, [])) for k in ("train", "val", "test")) + (splits.get("dropped") or {}).get("count", 0)
+    return planted_positions(n, fraction, data.get("planted_seed", 0))
+
+
+def on_rows(preds: list[dict], ids: set[int], keep: bool) -> float | None:
+    """Mean score over the seeds' predictions on the rows in `ids` (keep) or not in them."""
+    scores = [p["score"][np.isin(p["row_id"], list(ids)) == keep] for p in preds]
+    return float(np.mean(np.concatenate(scores))) if scores and sum(map(len, scores)) else None
+
+
 def wall_s(path: Path) -> float | None:
     """The run's wall time in seconds, from the `wall_s N` line its log ends with."""
     log = path / "log.txt"
@@ -205,11 +228,28 @@ def controls_table(study: dict[str, dict[int, Run]]) -> str | None:
             + table(["control", "seeds", "test f_c [95% CI, seeds and rows]", "`joint`, plain"], rows))
 
 
+def pairs_sources(root: Path) -> str | None:
+    """Where each side of the GSM8K pairs came from (`data from-solutions`' counts file, kept with the results)."""
+    found = sorted((Path(root) / "gsm8k-pairs").glob("*.counts.json"))
+    if not found:
+        return None
+    c = json.loads(found[0].read_text(encoding="utf-8"))
+    models = sorted(set(c.get("correct_from", {})) | set(c.get("incorrect_from", {})))
+    rows = [[f"`{m}`", str(c.get("correct_from", {}).get(m, 0)), str(c.get("incorrect_from", {}).get(m, 0))]
+            for m in models]
+    return (f"{c.get('pairs')} pairs (`--correct {c.get('correct')}`: both sides model-written); the model behind "
+            "each side:\n\n" + table(["model", "correct side", "incorrect side"], rows))
+
+
 def study_section(root: Path, study_name: str) -> str:
     study = load_study(root, study_name)
+    sources = pairs_sources(root) if study_name == "gsm8k" else None
+    if sources and not study:
+        return sources + "\n\n_Not run yet: no finished `gsm8k-<variant>-s<seed>` runs under the results directory._"
     if not study:
         return f"_Not run yet: no finished `{study_name}-<variant>-s<seed>` runs under the results directory._"
-    parts = ["Test `f_c` (ties 1/2) per variant, mean over seeds (number of seeds in brackets) at each evaluation; "
+    parts = [sources] if sources else []
+    parts += ["Test `f_c` (ties 1/2) per variant, mean over seeds (number of seeds in brackets) at each evaluation; "
              "at the validation-chosen checkpoint with a 95% bootstrap interval over seeds and rows.",
              curve_table(study)]
     controls = controls_table(study)
@@ -239,9 +279,14 @@ def positive_levels(root: Path) -> list[dict]:
         seeds = paired(joint, text)
         if not seeds:
             continue
-        r = compare(f"{fraction:.0%} of rows planted", [joint[s].chosen["pred"] for s in seeds],
-                    [text[s].chosen["pred"] for s in seeds])
+        joint_preds, text_preds = [joint[s].chosen["pred"] for s in seeds], [text[s].chosen["pred"] for s in seeds]
+        r = compare(f"{fraction:.0%} of rows planted", joint_preds, text_preds)
         r.update(fraction=fraction, detected=r["effect"] > 0 and r["p"] < ALPHA and r["ci_low"] > 0)
+        planted = planted_row_ids(joint[seeds[0]])
+        if planted is not None:
+            n_planted = int(np.isin(joint_preds[0]["row_id"], list(planted)).sum())
+            r.update(n_planted=n_planted, joint_planted=on_rows(joint_preds, planted, True),
+                     joint_other=on_rows(joint_preds, planted, False), text_planted=on_rows(text_preds, planted, True))
         out.append(r)
     full = load_study(root, "plantfullce")
     seeds = paired(full.get("joint", {}), full.get("text-only", {}))
@@ -268,13 +313,16 @@ def positive_section(root: Path) -> str:
     if not levels:
         return "_Not run yet: no finished `plant100-joint` and `plant100-text-only` pair under the results directory._"
     rows = [[r["label"], str(r["seeds"]), str(r["rows"]), pct(r["a"]), pct(r["b"]), effect_cell(r), num(r["p"], 4),
-             "yes" if r["detected"] else "no"] for r in levels]
+             "yes" if r["detected"] else "no",
+             f"{pct(r['joint_planted'])} / {pct(r['text_planted'])} ({r['n_planted']})" if "n_planted" in r else "",
+             pct(r.get("joint_other")) if "n_planted" in r else ""] for r in levels]
     limit = detection_limit(levels)
     text = ("`joint` at each planted share against `text-only` (whose input is the same at every share) on the same "
             "test rows and seeds; effect in points [95% bootstrap over seeds and rows], two-sided paired permutation "
             "test per level (unadjusted). Detected: effect > 0, p < 0.05 and the interval above 0.\n\n"
             + table(["planted signal", "seeds", "rows", "`joint` f_c", "`text-only` f_c", "effect, points [95% CI]",
-                     "p", "detected"], rows))
+                     "p", "detected", "planted test rows: `joint` / `text-only` (rows)", "`joint` on the other rows"],
+                    rows))
     text += ("\n\n**Detection limit at these settings:** " + (
         f"{limit['fraction']:.0%} of rows planted, effect {effect_cell(limit)} points." if limit
         else "none: not even the full-strength verdict is detected."))

@@ -1,11 +1,14 @@
 """What a probe of the arguer's states must beat: the same question answered from the argument's surface.
 
-Scored on the probes' own items and folds (`probe_cv.cv_auroc` with the same `group_folds` pairs), so a
-layer's AUROC and a baseline's differ only in the features:
-  length_only  the argument's length, [characters, tokens] (the tokens of its exact span), through the
-               probes' own standardized L2 logistic regression
+Scored on the probes' own pairs and outer folds, with the probes' pairwise accuracy and AUROC
+(`probe_cv.summarize`), so a layer's figures and a baseline's differ only in the features:
+  length_only  the argument's length, [characters, tokens] (the tokens of its exact span), through a
+               standardized L2 logistic regression
   tfidf        the argument's text: TF-IDF of word 1- and 2-grams, then an L2 logistic regression, the
                vocabulary and weights fit inside each training fold (a scikit-learn Pipeline)
+(The third baseline, the layer-0 probe on the embedding output, is the probes' own ridge at layer 0:
+`probes.run_probes` takes it from `probe_cv.probe_kind`.) Both keep a fixed C = 1: length has two
+features, and TF-IDF is a reference, not a contender whose penalty is worth a search.
 A layer that does no better than these reads no more than the text's length or its words.
 """
 
@@ -13,14 +16,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from cot_transplant.analysis.probe_cv import cv_auroc, group_folds
+from cot_transplant.analysis.probe_cv import item_folds, pair_folds, pairs_from_items, summarize
 
 BASELINES = ("length_only", "tfidf")
-BASELINE_LABELS = {"length_only": "length only (characters, tokens)",
+BASELINE_LABELS = {"layer0": "layer 0 (embedding output, mean over the argument)",
+                   "length_only": "length only (characters, tokens)",
                    "tfidf": "text only (TF-IDF word 1-2 grams)"}
 # Words of one character count: "7" or "x" in an arithmetic step is as telling as a longer word
 # (scikit-learn's default pattern keeps only words of two or more characters).
 TOKEN_PATTERN = r"(?u)\b\w+\b"
+
+
+def linear_probe(C: float = 1.0):
+    """StandardScaler + L2 logistic regression, unfitted: the length baseline's probe."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="liblinear", max_iter=1000))
 
 
 def tfidf_probe(C: float = 1.0):
@@ -38,20 +51,50 @@ def length_features(texts, n_tokens) -> np.ndarray:
     return np.column_stack([[len(t) for t in texts], np.asarray(n_tokens, dtype=np.float64)]).astype(np.float64)
 
 
-def probe_baselines(texts, n_tokens, labels, groups, folds: int | list = 5, C: float = 1.0) -> dict[str, dict]:
-    """`cv_auroc` of the length-only and the TF-IDF baseline on `folds` (a count or `group_folds`' pairs).
+def cv_scores(features, pairs, fold, make_probe) -> np.ndarray:
+    """(n_items,) out-of-fold `decision_function` scores: per outer fold, `make_probe()` fit on the other
+    folds' items (a pair's first item labelled 1, its second 0) scores this fold's items."""
+    x = features if isinstance(features, np.ndarray) else np.asarray(features, dtype=object)
+    of_item = item_folds(pairs, fold, len(x))
+    labels = np.full(len(x), -1)
+    labels[pairs[:, 0]], labels[pairs[:, 1]] = 1, 0
+    scores = np.zeros(len(x))
+    for f in range(int(fold.max()) + 1):
+        train, test = (of_item != f) & (of_item >= 0), of_item == f
+        probe = make_probe().fit(_take(x, train), labels[train])
+        scores[test] = probe.decision_function(_take(x, test))
+    return scores
+
+
+def _take(x, mask):
+    return x[mask] if x.dtype != object else [str(t) for t in x[mask]]
+
+
+def surface_baselines(texts, n_tokens, pairs, fold, C: float = 1.0) -> dict[str, dict]:
+    """The length-only and TF-IDF baselines on the probes' pairs and outer folds.
 
     Args:
-        texts: (n,) the arguments.
-        n_tokens: (n,) each argument's token count (its span length in the arguer prompt).
-        labels, groups: as for `cv_auroc`.
+        texts: (n_items,) the arguments; n_tokens: each one's token count (its span in the arguer prompt).
+        pairs: (n_pairs, 2) (correct, incorrect) item indices; fold: (n_pairs,) outer folds.
     Returns:
-        {"length_only": {...}, "tfidf": {...}}, each `cv_auroc`'s dict plus "features", what it reads.
+        {"length_only": {...}, "tfidf": {...}}, each `summarize`'s dict plus "features", what it reads.
     """
     texts = [str(t) for t in texts]
-    folds = group_folds(groups, folds) if isinstance(folds, (int, np.integer)) else folds
-    length = cv_auroc(length_features(texts, n_tokens), labels, groups, folds, C)
-    tfidf = cv_auroc(texts, labels, groups, folds, make_probe=lambda: tfidf_probe(C))
-    return {"length_only": {**length, "features": "n_chars, n_tokens; StandardScaler + L2 LogisticRegression"},
-            "tfidf": {**tfidf,
+    length = cv_scores(length_features(texts, n_tokens), pairs, fold, lambda: linear_probe(C))
+    words = cv_scores(texts, pairs, fold, lambda: tfidf_probe(C))
+    return {"length_only": {**summarize(length, pairs, fold),
+                            "features": "n_chars, n_tokens; StandardScaler + L2 LogisticRegression"},
+            "tfidf": {**summarize(words, pairs, fold),
                       "features": "TfidfVectorizer(word 1-2 grams, 1-char words kept) + L2 LogisticRegression"}}
+
+
+def probe_baselines(texts, n_tokens, labels, groups, folds: int = 5, C: float = 1.0) -> dict[str, dict]:
+    """`surface_baselines` on items given as labels (1/0) and groups (one correct and one incorrect item
+    each), with `folds` GroupKFold folds.
+
+    Raises:
+        ValueError: a group without exactly one item of each label.
+        UserError: fewer groups than folds.
+    """
+    pairs = pairs_from_items(labels, groups)
+    return surface_baselines(texts, n_tokens, pairs, pair_folds(np.asarray(groups)[pairs[:, 0]], folds), C)

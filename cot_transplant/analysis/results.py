@@ -219,35 +219,21 @@ def baselines_table(f: dict) -> str:
 
 
 def probe_section(root: Path, name: str) -> str:
-    """Best layer per feature set, its shuffled-label control, and the two text baselines on the same folds."""
+    """The probe of `root`/probe-<name>: nested-CV figures and permutation nulls per feature set, then the
+    layer-0, length and TF-IDF baselines on the same folds (`probe_report.probe_markdown`)."""
+    from cot_transplant.analysis.probe_report import probe_markdown
+
     path = Path(root) / f"probe-{name}" / "probe.json"
     if not path.is_file():
         return f"_Not run: no {path.name} under `probe-{name}/`._"
-    p = json.loads(path.read_text(encoding="utf-8"))
-    rows = []
-    for kind, best in p["best"].items():
-        last = p["probes"][kind][-1]
-        rows.append([kind, str(best["layer"]), f"{num(best['auroc'])} ± {num(best.get('auroc_sd'))}",
-                     num(best.get("auroc_shuffled")), f"{num(last['auroc'])} (layer {last['layer']})"])
-    for key, label in (("length_only", "length-only baseline (chars, tokens)"),
-                       ("tfidf", "text-only baseline (TF-IDF 1-2 grams)")):
-        b = (p.get("baselines") or {}).get(key)
-        if b:
-            rows.append([label, "", f"{num(b['auroc'])} ± {num(b.get('auroc_sd'))}", "", ""])
-    cfg = p.get("config", {})
-    head = (f"{p['n_rows']} rows ({p['n_items']} arguments, {p['n_questions']} questions) of `{cfg.get('data')}`, "
-            f"{cfg.get('folds')}-fold GroupKFold by question, template `{cfg.get('template')}`, model "
-            f"`{cfg.get('model')}`; wall {p.get('wall_s', 0):.0f} s; git `{(p.get('_provenance') or {}).get('git')}`. "
-            "The best layer is picked on the same folds it is scored on, so its AUROC is optimistic; the "
-            "last layer's is not selected.")
-    return head + "\n\n" + table(["features", "best layer", "AUROC (mean ± sd over folds)",
-                                   "shuffled labels, same layer", "last layer"], rows)
+    return probe_markdown(json.loads(path.read_text(encoding="utf-8")))
 
 
 SECTIONS = {
     "positive": lambda root: variant_section(root, "positive"),
     "probe-original": lambda root: probe_section(root, "original"),
     "probe-gsm8k": lambda root: probe_section(root, "gsm8k"),
+    "probe-csv": lambda root: probe_section(root, "csv"),
     "original": lambda root: variant_section(root, "original"),
 }
 

@@ -174,7 +174,7 @@ def flop_figures(planner: Planner, run: str, about: dict, tflops: float) -> dict
     epoch, out["traced_over_analytic"] = summed_flops(sub_batches(planner.rows.train, cfg), step, longest_train,
                                                       planner, dims, True)
     out.update(epoch=epoch, per_sample_mean=epoch // len(planner.rows.train),
-               epoch_seconds=epoch / (tflops * 1e12), evals_per_epoch=len(planner.rows.train) // cfg.eval.every)
+               epoch_seconds=epoch / (tflops * 1e12), evals_per_epoch=evals_per_epoch(cfg, len(planner.rows.train)))
     if planner.rows.evaluated:
         evaluation = planner.trace(run, False, ckpt, cfg.eval.batch_size)
         batches = eval_batches(planner.rows.evaluated, cfg.eval.batch_size)
@@ -340,3 +340,10 @@ def transplanted_bytes(batch: Batch, planner: Planner) -> int:
     layers = n_layers if spec.layers is None else len(spec.layers)
     tokens = sum(e - s for row in batch.arguer_spans for s, e in row)
     return tokens * layers * len(spec.keys) * width * DTYPE_BYTES[planner.cfg.model.dtype]
+
+
+def evals_per_epoch(cfg, n_train: int) -> int:
+    """Evaluations in the first epoch of `n_train` rows: the `eval.at` points within it, else one per `eval.every`."""
+    if cfg.eval.at is not None:
+        return sum(1 for point in cfg.eval.at if point <= n_train)
+    return n_train // cfg.eval.every

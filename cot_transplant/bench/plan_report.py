@@ -103,7 +103,7 @@ def _flops(p: dict) -> list[str]:
                  f"sub-batches, x {f['traced_over_analytic']:.2f} traced/analytic)")
     if f.get("eval_pass") is not None:
         lines.append(f"  one evaluation ({sum(p['data']['evaluated_rows'].values()):,} rows): {tera(f['eval_pass'])} "
-                     f"TFLOP; {f['evals_per_epoch']} per epoch (eval.every)")
+                     f"TFLOP; {f['evals_per_epoch']} in the first epoch (eval.at or eval.every)")
     lines += [f"wall time at {f['tflops']:g} TFLOP/s achieved (--tflops; 100 is about 32% of an A100's 312 bf16 "
               "TFLOP/s; bitsandbytes 8-/4-bit matmuls run slower)",
               f"  training epoch {duration(f['epoch_seconds'])}"

@@ -10,21 +10,27 @@ from cot_transplant.commands import positive_int
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "probe", help="per-layer linear probes: is an argument's correctness readable from the arguer's states?",
+        "probe", help="linear probes with nested CV: is an argument's correctness readable from the arguer's states?",
         description="Run the base model (no adapters) over each row's correct and incorrect argument after the "
-                    "arguer prompt; per layer, fit logistic-regression probes on the hidden state (mean over the "
-                    "argument and at its last token) and on the K/V (mean over the argument), predicting correct "
-                    "vs incorrect; cross-validated AUROC with folds grouped by question, the same probes on "
-                    "shuffled labels as the measured chance level, and on the same folds two baselines from the "
-                    "argument's surface: its length (characters, tokens) and its text (TF-IDF word 1-2 grams), "
-                    "each with a logistic regression. Writes DIR/probe.json and DIR/probe.png.")
+                    "arguer prompt, once (the states are kept in DIR/features as float16 and reused by later "
+                    "runs on the same data and model); per feature set (hidden state mean and last token, K/V "
+                    "mean) fit ridge probes of correct vs incorrect. Outer folds are grouped by question; inside "
+                    "each outer training part the layer and penalty are chosen by inner CV, and the outer fold "
+                    "scores the choice: pairwise accuracy (the correct argument scored above its row's incorrect "
+                    "one, comparable with f_c) with a Wilson interval, and AUROC. A permutation null flips labels "
+                    "within each row and reruns the whole procedure. Baselines on the same folds: the layer-0 "
+                    "probe, the argument's length and its TF-IDF words. Writes DIR/probe.json and DIR/probe.png.")
     p.add_argument("--data", required=True, metavar="FILE", help="dataset (.csv original format, .jsonl, .parquet; "
                                                                   "pairs files are fine, e.g. from `data "
                                                                   "from-solutions --choices none`)")
     p.add_argument("--model", default=None, metavar="M", help="model spec (default: the bundled smollm2)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/probe-<data stem>)")
-    p.add_argument("--rows", type=positive_int, default=200, metavar="N", help="first N rows (default 200)")
-    p.add_argument("--folds", type=positive_int, default=5, metavar="K", help="cross-validation folds (default 5)")
+    p.add_argument("--rows", type=positive_int, default=None, metavar="N", help="first N rows (default: all)")
+    p.add_argument("--folds", type=positive_int, default=5, metavar="K",
+                   help="outer cross-validation folds, at least 3 (default 5); the inner CV uses the other K-1")
+    p.add_argument("--permutations", type=positive_int, default=200, metavar="P",
+                   help="within-pair label flips for the null (default 200)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the label flips (default 0)")
     p.add_argument("--template", default="alpaca-json", choices=["alpaca-json", "chat"],
                    help="arguer prompt template (default alpaca-json)")
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="prompts per forward (default 8)")
@@ -61,7 +67,8 @@ def register(sub) -> None:
 
 
 def run_probe_command(args) -> int:
-    from cot_transplant.analysis.probes import format_probes, run_probes
+    from cot_transplant.analysis.probe_report import format_probes
+    from cot_transplant.analysis.probes import run_probes
     from cot_transplant.errors import UserError
 
     data = Path(args.data)
@@ -69,8 +76,9 @@ def run_probe_command(args) -> int:
         raise UserError(f"{data}: no such file; give --data a dataset (.csv, .jsonl or .parquet)")
     out = Path(args.out) if args.out else Path("runs") / f"probe-{data.stem}"
     result = run_probes(data, out, model_name=args.model, rows=args.rows, folds=args.folds,
-                        template_name=args.template, batch_size=args.batch_size)
-    print(format_probes(result, data, args.folds))
+                        template_name=args.template, batch_size=args.batch_size, permutations=args.permutations,
+                        seed=args.seed)
+    print(format_probes(result))
     print(f"written {out / 'probe.json'}, probe.png")
     return 0
 

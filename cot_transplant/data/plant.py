@@ -102,9 +102,16 @@ def plant_fraction(records: list[Record], fraction: float, seed: int = 0, positi
     if any(k in r.extra for r in records for k in SHOWN_KEYS):
         raise UserError("data.planted_fraction: the rows already carry planted views (a planted file); "
                         "use unplanted rows, or data.planted_fraction=0")
-    order = random.Random(f"planted-{seed}").sample(range(len(records)), len(records))
-    chosen = set(order[:round(fraction * len(records))])
+    chosen = planted_positions(len(records), fraction, seed)
     return [plant_verdicts(r, i in chosen, position) for i, r in enumerate(records)]
+
+
+def planted_positions(n: int, fraction: float, seed: int = 0) -> set[int]:
+    """The positions among `n` rows that `plant_fraction` plants: the first round(fraction * n) of one seeded order.
+
+    The analysis recomputes them from a run's row count (`analysis.campaign`), so it needs no data file."""
+    order = random.Random(f"planted-{seed}").sample(range(n), n)
+    return set(order[:round(fraction * n)])
 
 
 def shown_candidates(record: Record) -> tuple[str, str]:

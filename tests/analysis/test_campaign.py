@@ -125,3 +125,25 @@ def test_the_results_command_draws_the_campaign_figures(tmp_path):
     assert main(["results", str(root), "--doc", str(doc), "--reference", str(tmp_path / "absent.csv")]) == 0
     for name in ("results-curves.png", "results-positive.png"):
         assert (doc.parent / name).stat().st_size > 10_000
+
+
+SEED_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "seed-data" / "dataset.csv"
+
+
+@pytest.mark.skipif(not SEED_CSV.is_file(), reason="../shared/seed-data/dataset.csv not beside the repo")
+def test_the_planted_rows_are_recomputed_from_a_run_s_config_and_splits(tmp_path):
+    from cot_transplant.config import load_config, save_config
+    from cot_transplant.runs.records import load_records, split_records
+
+    cfg = load_config(None, [f"data.path={SEED_CSV}", "data.split=original", "data.val_fraction=0.02",
+                             "data.planted_fraction=0.25", "data.planted_seed=3"])
+    records = load_records(cfg)
+    splits = split_records(cfg, records)
+    assert splits["dropped"]["count"] > 0  # the reconstruction must count the rows the split left out
+    run = tmp_path / "plant25-joint-s0"
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    (run / "splits.json").write_text(json.dumps(splits))
+    got = campaign.planted_row_ids(campaign.Run("plant25", "joint", 0, run, {}))
+    assert got == {r.row_id for r in records if r.extra.get("planted") == "true"}
+    assert len(got) == round(0.25 * 2748)

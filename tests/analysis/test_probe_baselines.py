@@ -1,15 +1,17 @@
-"""The probes' baselines: length alone and words alone, scored on the probes' own folds.
+"""The probes' baselines: length alone and words alone, scored on the probes' own pairs and folds.
 
-Hand-checkable cases: length that separates perfectly gives AUROC 1.0 in every fold; a word that marks
-correctness gives TF-IDF ~1.0 while length stays at chance; texts unrelated to the label give ~0.5."""
+Hand-checkable cases: length that separates perfectly gives AUROC 1.0 and pairwise accuracy 1.0 in every
+fold; a word that marks correctness gives TF-IDF ~1.0 while length stays at chance; texts unrelated to
+the label give ~0.5."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cot_transplant.analysis.probe_baselines import BASELINES, length_features, probe_baselines
-from cot_transplant.analysis.probes import cv_auroc, group_folds
+from cot_transplant.analysis.probe_baselines import (BASELINES, cv_scores, length_features, linear_probe,
+                                                     probe_baselines, surface_baselines)
+from cot_transplant.analysis.probe_cv import pair_folds, summarize
 
 WORDS = ["apples", "pears", "sum", "twice", "half", "left", "each", "total", "then", "is", "7", "12", "x", "+", "="]
 
@@ -43,7 +45,7 @@ def test_length_that_separates_gives_auroc_one_in_every_fold():
     assert set(result) == set(BASELINES)
     length = result["length_only"]
     assert length["fold_aurocs"] == [1.0] * 4 and length["auroc"] == 1.0 and length["auroc_pooled"] == 1.0
-    assert length["auroc_sd"] == 0.0
+    assert length["auroc_sd"] == 0.0 and length["pairwise"] == 1.0 and length["pairwise_folds"] == [1.0] * 4
 
 
 def test_a_word_that_marks_correctness_is_found_by_tfidf_and_not_by_length():
@@ -51,14 +53,15 @@ def test_a_word_that_marks_correctness_is_found_by_tfidf_and_not_by_length():
     texts, labels, groups = _texts(80, 1, marker=("checked", "guessed"))
     result = probe_baselines(texts, _n_tokens(texts), labels, groups, folds=5)
     assert result["tfidf"]["auroc"] > 0.97 and min(result["tfidf"]["fold_aurocs"]) > 0.9
-    assert abs(result["length_only"]["auroc"] - 0.5) < 0.15
+    assert result["tfidf"]["pairwise"] > 0.97
+    assert abs(result["length_only"]["auroc"] - 0.5) < 0.15 and abs(result["length_only"]["pairwise"] - 0.5) < 0.2
 
 
 def test_texts_unrelated_to_the_label_are_at_chance():
     texts, labels, groups = _texts(100, 2)
     result = probe_baselines(texts, _n_tokens(texts), labels, groups, folds=5)
     for name in BASELINES:
-        assert abs(result[name]["auroc"] - 0.5) < 0.15, name
+        assert abs(result[name]["auroc"] - 0.5) < 0.15 and abs(result[name]["pairwise"] - 0.5) < 0.15, name
 
 
 def test_one_character_words_count():
@@ -74,16 +77,18 @@ def test_one_character_words_count():
 def test_the_folds_are_the_probes_folds():
     texts, labels, groups = _texts(30, 4, long_correct=True)
     rng = np.random.default_rng(0)
-    order = rng.permutation(len(texts))  # items in any order: the folds follow the groups
+    order = rng.permutation(len(texts))  # items in any order: the pairs and folds follow them
     texts, labels, groups = [texts[i] for i in order], labels[order], groups[order]
-    splits = group_folds(groups, 3)
     by_count = probe_baselines(texts, _n_tokens(texts), labels, groups, folds=3)
-    by_splits = probe_baselines(texts, _n_tokens(texts), labels, groups, folds=splits)
-    assert by_count == by_splits
-    # each fold's AUROC is the probe machinery's own on those folds, with [n_chars, n_tokens] as features
+    pairs = np.array([[np.flatnonzero((groups == g) & (labels == y))[0] for y in (1, 0)] for g in range(30)])
+    fold = pair_folds(np.arange(30), 3)
+    by_folds = surface_baselines(texts, _n_tokens(texts), pairs, fold)
+    assert by_count["length_only"]["fold_aurocs"] == by_folds["length_only"]["fold_aurocs"] == [1.0] * 3
+    # each figure is the probes' `summarize` of out-of-fold scores, with [n_chars, n_tokens] as features
     features = length_features(texts, _n_tokens(texts))
     assert features[0].tolist() == [len(texts[0]), len(texts[0].split())]
-    assert by_splits["length_only"]["fold_aurocs"] == cv_auroc(features, labels, groups, splits)["fold_aurocs"]
+    scores = cv_scores(features, pairs, fold, linear_probe)
+    assert {k: v for k, v in by_folds["length_only"].items() if k != "features"} == summarize(scores, pairs, fold)
 
 
 @pytest.mark.parametrize("folds", [2, 5])
@@ -91,8 +96,8 @@ def test_fold_counts_follow_the_folds(folds):
     texts, labels, groups = _texts(10, 5)
     result = probe_baselines(texts, _n_tokens(texts), labels, groups, folds=folds)
     assert all(len(result[name]["fold_aurocs"]) == folds for name in BASELINES)
-    assert all(set(result[name]) >= {"auroc", "auroc_sd", "fold_aurocs", "auroc_pooled", "features"}
-               for name in BASELINES)
+    assert all(set(result[name]) >= {"pairwise", "pairwise_ci", "auroc", "auroc_sd", "fold_aurocs", "auroc_pooled",
+                                     "features"} for name in BASELINES)
 
 
 def test_figure_and_report_section_show_the_baselines(tmp_path):

@@ -291,3 +291,10 @@ def test_7b_as_configured_fits_24_gib_by_its_own_figures(llama_7b_bf16):
     peak = max(fast[(True, True)]["peak_bytes"], fast[(False, False)]["peak_bytes"])
     assert weights + peak + m["reserve"] < 24 * 2 ** 30 < m["base"]["bf16"] + fast[(True, False)]["peak_bytes"]
     assert m["adamw_states"] == 8 * llama_7b_bf16["parameters"]["trainable"] == 8 * 2 * 32 * 4 * 16 * 8192
+
+
+def test_evals_per_epoch_counts_the_eval_at_points_within_the_epoch():
+    from cot_transplant.bench.plan import evals_per_epoch
+    from cot_transplant.config import load_config
+    assert evals_per_epoch(load_config(None, ["eval.every=128"]), 1000) == 7
+    assert evals_per_epoch(load_config(None, ["eval.at=[64,160,320,640,1600]"]), 1000) == 4
