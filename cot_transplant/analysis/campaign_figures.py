@@ -78,16 +78,8 @@ def curves_figure(root: Path, out: Path, reference_csv: Path | None = None) -> P
             ax.plot(reference["samples_trained"], reference["f_c"], color="0.55", lw=1, alpha=0.8,
                     label="original study, LLaMA-7B with argument (published)")
         ax.set_xscale("log")
-        ax.set_ylim(0.3, 1.0)
-        ax.set_xlabel("training samples (log)")
-        ax.set_ylabel("test f_c")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+        _finish(ax, "training samples (log)", title)
+    return _save(fig, out)
 
 
 def positive_figure(root: Path, out: Path) -> Path | None:
@@ -112,12 +104,21 @@ def positive_figure(root: Path, out: Path) -> Path | None:
                     xytext=(4, -12), fontsize=7)
     ax.set_xscale("log")
     ax.set_xticks(x, [f"{v:g}%" for v in x])
+    _finish(ax, "share of rows whose verdict only the arguer reads (log)", "positive control at the main runs' settings")
+    return _save(fig, out)
+
+
+def _finish(ax, xlabel: str, title: str) -> None:
+    """The axes every panel shares: test f_c from 0.3 to 1, a light grid, a small legend."""
     ax.set_ylim(0.3, 1.02)
-    ax.set_xlabel("share of rows whose verdict only the arguer reads (log)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test f_c")
-    ax.set_title("positive control at the main runs' settings", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
+
+
+def _save(fig, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -34,7 +34,8 @@ PLAN_VERSION = 1
 # Keys a grid may not vary: the seed has its own option, runs are named by the sweep, and data
 # keys would change the rows or the split, so test rows would no longer pair across runs.
 _FIXED = ("seed", "run.", "data.")
-_FREE_DATA = ("data.mask",)
+# These change what a row shows (the argument, planted verdicts), never which rows or the split.
+_FREE_DATA = ("data.mask", "data.argument", "data.planted_fraction", "data.planted_position", "data.planted_seed")
 
 
 # --- the plan ---------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ trained for one optimizer step (a fresh run, and one started from `lora.init_ada
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 
@@ -22,7 +21,7 @@ from cot_transplant.train.evaluate import predict
 from cot_transplant.train.evaluate_checkpoint import load_evaluated
 from cot_transplant.train.loop import train
 from cot_transplant.train.setup import setup
-from train_helpers import make_records, tiny_cfg
+from train_helpers import hash_dir, make_records, tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +44,6 @@ def runs(tmp_path_factory):
         train(tiny_cfg(f"run.dir={root}", "run.name=init", f"lora.init_adapter={init}", *common))
         yield {"fresh": root / "fresh", "init": root / "init", "init_adapter": init}
         torch.set_num_threads(threads)
-
-
-def _hash_dir(path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def _session(run, control=None, **train_overrides):
@@ -86,10 +80,10 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_base_arguer_equals_the_checkpoint_with_the_arguer_s_lora_b_zeroed(runs):
     run = runs["fresh"]
     ckpt = rundir.latest_checkpoint(run)
-    before = _hash_dir(ckpt)
+    before = hash_dir(ckpt)
     plain_record, plain = _eval(run)
     record, base = _eval(run, "--control", "base-arguer")
-    assert _hash_dir(ckpt) == before  # only read
+    assert hash_dir(ckpt) == before  # only read
     assert record["control"] == "base-arguer" and record["arguer_init"] is None
     assert set(record) == set(plain_record) | {"control", "arguer_init"}
     # Not a no-op: one step of lr 1e-2 moves p by far more than rounding.

@@ -4,7 +4,6 @@ the baselines in summary.json; on a tiny model trained for one optimizer step.""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 
 import pytest
@@ -24,7 +23,7 @@ from cot_transplant.train.checkpoint import load_checkpoint
 from cot_transplant.train.evaluate import predict
 from cot_transplant.train.loop import train
 from cot_transplant.train.setup import build_examples, donor_order, setup
-from train_helpers import make_records, tiny_cfg
+from train_helpers import hash_dir, make_records, tiny_cfg
 
 QUESTION = "Ann buys 3 packs of 4 pens and 5 more pens. How many pens?"  # one question: donors share it
 
@@ -46,11 +45,6 @@ def run(tmp_path_factory):
                        "eval.splits=[test]"), report=report_run)
         yield root / "joint"
         torch.set_num_threads(threads)
-
-
-def _hash_dir(path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def _session(run, control=None, **train_overrides):
@@ -96,10 +90,10 @@ def _close(a: dict, b: dict) -> None:
 
 def test_swapped_control_changes_predictions_as_swapping_the_rows_does(run, capsys):
     ckpt = rundir.latest_checkpoint(run)
-    before = _hash_dir(ckpt)
+    before = hash_dir(ckpt)
     plain_record, plain = _eval(run)
     record, swapped = _eval(run, "--control", "swapped-kv")
-    assert _hash_dir(ckpt) == before
+    assert hash_dir(ckpt) == before
     assert "control" not in plain_record and record["control"] == "swapped-kv"
     assert set(record) == set(plain_record) | {"control"}
     # A tiny model one step from its start: the states move p by ~1e-4 (relative), far beyond rounding.
@@ -115,10 +109,10 @@ def test_swapped_control_changes_predictions_as_swapping_the_rows_does(run, caps
 
 def test_shuffled_control_reads_the_donor_rows_states(run):
     ckpt = rundir.latest_checkpoint(run)
-    before = _hash_dir(ckpt)
+    before = hash_dir(ckpt)
     record, shuffled = _eval(run, "--control", "shuffled-kv")
     matched_record, matched = _eval(run, "--control", "shuffled-kv", "--donors", "length-matched")
-    assert _hash_dir(ckpt) == before
+    assert hash_dir(ckpt) == before
     assert record["control"] == "shuffled-kv" and record["donors"] == "random"
     assert matched_record["donors"] == "length-matched"
     # By hand: each test row shows its donor's two candidates (in the donor's order) under its own label.

@@ -61,3 +61,10 @@ def test_make_plan_checks_every_combination_before_training(tmp_path, config):
     assert (cfg.run.dir, cfg.run.name) == (str(out), "text-only_lr-0.01-s2")
     with pytest.raises(UserError, match="--resume"):
         sweep_runner.make_plan(str(config), 1, {}, out=out)
+
+
+def test_a_grid_may_vary_what_rows_show_but_not_which_rows():
+    grid = sweep_runner.parse_grid(["data.argument=original,none", "data.planted_fraction=0.25,1.0"])
+    assert grid == {"data.argument": ["original", "none"], "data.planted_fraction": [0.25, 1.0]}
+    with pytest.raises(UserError, match="one data split"):
+        sweep_runner.parse_grid(["data.max_rows=10,20"])

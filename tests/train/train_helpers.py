@@ -34,3 +34,11 @@ def tiny_cfg(*overrides: str):
         "train.max_samples=8", "eval.every=4", "lora.r=4", "lora.alpha=8", "lora.dropout=0.0",
         "run.progress=false", "run.tensorboard=false", "data.val_fraction=0.25", "data.test_fraction=0.25",
         "checkpoint.every=1", "train.optim.lr=1e-2", *overrides])
+
+
+def hash_dir(path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `path`: proof that a command only read it."""
+    import hashlib
+
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
