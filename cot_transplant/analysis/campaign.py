@@ -166,6 +166,16 @@ def study_comparisons(study: dict[str, dict[int, Run]]) -> list[dict]:
 # --- tables ------------------------------------------------------------------------------------------
 
 
+def level_interval(scores: np.ndarray) -> dict:
+    """Mean f_c of (seeds, rows) scores with the wider of the seeds-and-rows bootstrap and the Wilson interval of
+    the row means: a percentile bootstrap is too narrow near 0 and 1, where one run's rows support less."""
+    from cot_transplant.runs.metrics import wilson
+
+    boot = seeds_rows_bootstrap(scores, n_boot=N_BOOT)
+    low, high = wilson(float(scores.mean(axis=0).sum()), scores.shape[1])
+    return {**boot, "ci_low": min(boot["ci_low"], low), "ci_high": max(boot["ci_high"], high)}
+
+
 def mean_or_none(values: list) -> float | None:
     kept = [v for v in values if v is not None]
     return float(np.mean(kept)) if kept else None
@@ -200,12 +210,12 @@ def curve_table(study: dict[str, dict[int, Run]]) -> str:
             values = [float(c[n]["score"].mean()) for c in curves if n in c]
             cells.append(f"{pct(np.mean(values))} ({len(values)})" if values else "")
         chosen = [r.chosen["pred"] for r in runs.values() if r.chosen]
-        at = seeds_rows_bootstrap(matrix(chosen), n_boot=N_BOOT) if chosen else None
+        at = level_interval(matrix(chosen)) if chosen else None
         where = ", ".join(str(r.chosen["samples"]) for r in runs.values() if r.chosen)
         rows.append([f"`{v}`", ", ".join(str(s) for s in sorted(runs)), *cells,
                      f"{pct(at['mean'])} [{pct(at['ci_low'])}, {pct(at['ci_high'])}]" if at else "n/a", where,
                      num(mean_or_none([r.chosen["auroc"] for r in runs.values() if r.chosen]))])
-    header = ["variant", "seeds", *[f"test f_c at {n}" for n in points], "at chosen [95% CI, seeds and rows]",
+    header = ["variant", "seeds", *[f"test f_c at {n}" for n in points], "at chosen [95% CI]",
               "chosen at (samples)", "AUROC at chosen"]
     return table(header, rows)
 
@@ -218,14 +228,14 @@ def controls_table(study: dict[str, dict[int, Run]]) -> str | None:
         got = [(s, c, p) for s, c, p in got if c is not None]
         if not got:
             continue
-        c = seeds_rows_bootstrap(matrix([c for _, c, _ in got]), n_boot=N_BOOT)
+        c = level_interval(matrix([c for _, c, _ in got]))
         rows.append([f"`{control}` (eval-only)", ", ".join(str(s) for s, _, _ in got),
                      f"{pct(c['mean'])} [{pct(c['ci_low'])}, {pct(c['ci_high'])}]",
                      pct(float(matrix([p for _, _, p in got]).mean()))])
     if not rows:
         return None
     return ("Eval-only controls on each `joint` run's validation-chosen checkpoint, same test rows:\n\n"
-            + table(["control", "seeds", "test f_c [95% CI, seeds and rows]", "`joint`, plain"], rows))
+            + table(["control", "seeds", "test f_c [95% CI]", "`joint`, plain"], rows))
 
 
 def pairs_sources(root: Path) -> str | None:
@@ -250,7 +260,8 @@ def study_section(root: Path, study_name: str) -> str:
         return f"_Not run yet: no finished `{study_name}-<variant>-s<seed>` runs under the results directory._"
     parts = [sources] if sources else []
     parts += ["Test `f_c` (ties 1/2) per variant, mean over seeds (number of seeds in brackets) at each evaluation; "
-             "at the validation-chosen checkpoint with a 95% bootstrap interval over seeds and rows.",
+             "at the validation-chosen checkpoint with a 95% interval: the wider of a bootstrap over seeds and "
+             "rows and the Wilson interval of the row means.",
              curve_table(study)]
     controls = controls_table(study)
     if controls:
@@ -310,8 +321,10 @@ def detection_limit(levels: list[dict]) -> dict | None:
 
 def positive_section(root: Path) -> str:
     levels = positive_levels(root)
+    runs = positive_runs_section(root)
     if not levels:
-        return "_Not run yet: no finished `plant100-joint` and `plant100-text-only` pair under the results directory._"
+        return "\n\n".join(["_No level compared yet: no finished `plant100-text-only` run and `plantNN-joint` run of one "
+                             "seed under the results directory._", *([runs] if runs else [])])
     rows = [[r["label"], str(r["seeds"]), str(r["rows"]), pct(r["a"]), pct(r["b"]), effect_cell(r), num(r["p"], 4),
              "yes" if r["detected"] else "no",
              f"{pct(r['joint_planted'])} / {pct(r['text_planted'])} ({r['n_planted']})" if "n_planted" in r else "",
@@ -326,7 +339,21 @@ def positive_section(root: Path) -> str:
     text += ("\n\n**Detection limit at these settings:** " + (
         f"{limit['fraction']:.0%} of rows planted, effect {effect_cell(limit)} points." if limit
         else "none: not even the full-strength verdict is detected."))
-    return text
+    return text + ("\n\n" + runs if runs else "")
+
+
+def positive_runs_section(root: Path) -> str | None:
+    """Each planted study's learning curve and, on its `joint` runs, the eval-only controls."""
+    parts = []
+    for name in [n for n, _ in LEVELS] + ["plantfullce"]:
+        study = load_study(root, name)
+        if not study:
+            continue
+        parts += [f"`{name}` (test `f_c` per evaluation, mean over seeds):", curve_table(study)]
+        controls = controls_table(study)
+        if controls:
+            parts.append(controls)
+    return "\n\n".join(parts) if parts else None
 
 
 def primary_complete(root: Path) -> tuple[bool, list[str]]:
@@ -408,7 +435,7 @@ def status_section(root: Path) -> str:
             git = ((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("_provenance") or {}).get("git") or ""
         rows.append([f"`{path.name}`", f"{w / 60:.1f} min" if w else "n/a", f"`{git[:12]}`" if git else ""])
     complete, missing = primary_complete(root)
-    head = (f"{len(rows)} finished runs and probes under `{Path(root).as_posix()}`, {total / 3600:.2f} h of wall time in "
+    head = (f"{len(rows)} finished run{'s' if len(rows) != 1 else ''} and probes under `{Path(root).as_posix()}`, {total / 3600:.2f} h of wall time in "
             "all (2 CPU cores; each run's own log). The decision needs "
             + ("every run it names: all finished." if complete else f"{len(missing)} more (listed in the decision)."))
     return head + "\n\n" + (table(["run", "wall", "git"], rows) if rows else "_Nothing finished yet._")

@@ -147,3 +147,12 @@ def test_the_planted_rows_are_recomputed_from_a_run_s_config_and_splits(tmp_path
     got = campaign.planted_row_ids(campaign.Run("plant25", "joint", 0, run, {}))
     assert got == {r.row_id for r in records if r.extra.get("planted") == "true"}
     assert len(got) == round(0.25 * 2748)
+
+
+def test_a_level_near_one_keeps_at_least_the_wilson_width():
+    from cot_transplant.runs.metrics import wilson
+    scores = np.ones((1, 275))
+    scores[0, 0] = 0  # 274 of 275 right: a percentile bootstrap gives [98.9%, 100%]
+    got = campaign.level_interval(scores)
+    low, high = wilson(274, 275)
+    assert got["ci_low"] <= low and got["ci_high"] >= high
