@@ -323,8 +323,9 @@ def positive_section(root: Path) -> str:
     levels = positive_levels(root)
     runs = positive_runs_section(root)
     if not levels:
-        return "\n\n".join(["_No level compared yet: no finished `plant100-text-only` run and `plantNN-joint` run of one "
-                             "seed under the results directory._", *([runs] if runs else [])])
+        none = ("_No level compared yet: no finished `plant100-text-only` run and `plantNN-joint` run of one seed "
+                "under the results directory._")
+        return "\n\n".join([none, *([runs] if runs else [])])
     rows = [[r["label"], str(r["seeds"]), str(r["rows"]), pct(r["a"]), pct(r["b"]), effect_cell(r), num(r["p"], 4),
              "yes" if r["detected"] else "no",
              f"{pct(r['joint_planted'])} / {pct(r['text_planted'])} ({r['n_planted']})" if "n_planted" in r else "",
@@ -394,7 +395,8 @@ def decide(root: Path) -> tuple[str, list[str]]:
         reasons.append(f"{len(missing)} of the runs the decision needs are not finished: " + ", ".join(missing[:8])
                        + (", ..." if len(missing) > 8 else ""))
     if c1:
-        reasons.append(f"comparison 1 (`joint` − `text-only`): {effect_cell(c1)} points, Holm p {num(c1['p_holm'], 4)}")
+        reasons.append(f"comparison 1 (`joint` − `text-only`): {effect_cell(c1)} points, "
+                       f"Holm p {num(c1['p_holm'], 4)}")
     if c3:
         reasons.append(f"comparison 3 (`joint` − length-matched `shuffled-kv`): {effect_cell(c3)} points, Holm p "
                        f"{num(c3['p_holm'], 4)}")
@@ -435,7 +437,8 @@ def status_section(root: Path) -> str:
             git = ((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("_provenance") or {}).get("git") or ""
         rows.append([f"`{path.name}`", f"{w / 60:.1f} min" if w else "n/a", f"`{git[:12]}`" if git else ""])
     complete, missing = primary_complete(root)
-    head = (f"{len(rows)} finished run{'s' if len(rows) != 1 else ''} and probes under `{Path(root).as_posix()}`, {total / 3600:.2f} h of wall time in "
+    head = (f"{len(rows)} finished run{'s' if len(rows) != 1 else ''} and probes under `{Path(root).as_posix()}`, "
+            f"{total / 3600:.2f} h of wall time in "
             "all (2 CPU cores; each run's own log). The decision needs "
             + ("every run it names: all finished." if complete else f"{len(missing)} more (listed in the decision)."))
     return head + "\n\n" + (table(["run", "wall", "git"], rows) if rows else "_Nothing finished yet._")

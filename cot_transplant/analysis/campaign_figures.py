@@ -104,7 +104,8 @@ def positive_figure(root: Path, out: Path) -> Path | None:
                     xytext=(4, -12), fontsize=7)
     ax.set_xscale("log")
     ax.set_xticks(x, [f"{v:g}%" for v in x])
-    _finish(ax, "share of rows whose verdict only the arguer reads (log)", "positive control at the main runs' settings")
+    _finish(ax, "share of rows whose verdict only the arguer reads (log)",
+            "positive control at the main runs' settings")
     return _save(fig, out)
 
 
