@@ -331,6 +331,7 @@ def positive_section(root: Path) -> str:
              f"{pct(r['joint_planted'])} / {pct(r['text_planted'])} ({r['n_planted']})" if "n_planted" in r else "",
              pct(r.get("joint_other")) if "n_planted" in r else ""] for r in levels]
     limit = detection_limit(levels)
+    missing = [f"{f:.0%}" for _, f in LEVELS if f not in {r["fraction"] for r in levels}]
     text = ("`joint` at each planted share against `text-only` (whose input is the same at every share) on the same "
             "test rows and seeds; effect in points [95% bootstrap over seeds and rows], two-sided paired permutation "
             "test per level (unadjusted). Detected: effect > 0, p < 0.05 and the interval above 0.\n\n"
@@ -339,7 +340,9 @@ def positive_section(root: Path) -> str:
                     rows))
     text += ("\n\n**Detection limit at these settings:** " + (
         f"{limit['fraction']:.0%} of rows planted, effect {effect_cell(limit)} points." if limit
-        else "none: not even the full-strength verdict is detected."))
+        else "none: not even the full-strength verdict is detected.")
+        + (f" Weaker levels not run yet: {', '.join(missing)}; the limit can only move down." if missing and limit
+           else ""))
     return text + ("\n\n" + runs if runs else "")
 
 
@@ -404,7 +407,10 @@ def decide(root: Path) -> tuple[str, list[str]]:
         reasons.append(f"positive control at 100%: {effect_cell(full)} points, "
                        f"{'detected' if full['detected'] else 'not detected'}")
     if limit:
-        reasons.append(f"detection limit: {limit['fraction']:.0%} planted, effect {100 * limit['effect']:+.1f} points")
+        run = {r["fraction"] for r in levels}
+        missing = [f"{f:.0%}" for _, f in LEVELS if f not in run]
+        reasons.append(f"detection limit: {limit['fraction']:.0%} planted, effect {100 * limit['effect']:+.1f} points"
+                       + (f" (levels not run yet: {', '.join(missing)})" if missing else ""))
     if not complete:
         return "undecided on this hardware (the campaign is not finished)", reasons
     reads = (c1 and c3 and c1["effect"] > 0 and c1["p_holm"] < ALPHA and c3["effect"] > 0 and c3["p_holm"] < ALPHA)

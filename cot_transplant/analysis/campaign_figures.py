@@ -94,16 +94,22 @@ def positive_figure(root: Path, out: Path) -> Path | None:
     joint = np.array([r["a"] for r in levels])
     text = np.array([r["b"] for r in levels])
     low = np.array([r["b"] + r["ci_low"] for r in levels])
-    high = np.array([r["b"] + r["ci_high"] for r in levels])
+    high = np.minimum(1.0, np.array([r["b"] + r["ci_high"] for r in levels]))
     ax.errorbar(x, joint, yerr=[joint - low, high - joint], fmt="-o", color=COLORS["joint"], capsize=3,
                 label="joint (95% CI of its gain over text-only)")
-    ax.plot(x, text, "s--", color=COLORS["text-only"], label="text-only (same input at every share)")
-    ax.plot(x, text + x / 100 * (1 - text), ":", color="0.4", label="if every planted verdict were read")
+    ax.plot(x, text, "s", color=COLORS["text-only"], label="text-only (same input at every share)")
+    every = np.array([100 * f for _, f in campaign.LEVELS])[::-1]
+    base = float(np.mean(text))
+    ax.plot(every, base + every / 100 * (1 - base), ":", color="0.4", label="if every planted verdict were read")
     for r, xi, yi in zip(levels, x, joint):
         ax.annotate("detected" if r["detected"] else "not detected", (xi, yi), textcoords="offset points",
-                    xytext=(4, -12), fontsize=7)
+                    xytext=(-8, -16), ha="right", fontsize=7)
+    for xi in sorted(set(every) - set(x)):
+        ax.annotate("not run yet", (xi, 0.32), ha="center", fontsize=7, color="0.4")
     ax.set_xscale("log")
-    ax.set_xticks(x, [f"{v:g}%" for v in x])
+    ax.set_xlim(7, 140)
+    ax.set_xticks(every, [f"{v:g}%" for v in every])
+    ax.minorticks_off()
     _finish(ax, "share of rows whose verdict only the arguer reads (log)",
             "positive control at the main runs' settings")
     return _save(fig, out)
