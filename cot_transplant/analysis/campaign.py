@@ -24,6 +24,7 @@ import numpy as np
 
 from cot_transplant.analysis.results import (baselines_table, num, pct, run_figures, scored, study_runs, table)
 from cot_transplant.analysis.stats import holm, paired_permutation_test, seeds_rows_bootstrap
+from cot_transplant.errors import UserError
 
 VARIANTS = ("joint", "frozen-arguer", "text-only")
 CONTROLS = ("base-arguer", "shuffled-kv-length-matched", "swapped-kv")
@@ -118,7 +119,8 @@ def matrix(preds: list[dict]) -> np.ndarray:
     ids = preds[0]["row_id"]
     for p in preds[1:]:
         if not np.array_equal(p["row_id"], ids):
-            raise ValueError("campaign: predictions compared row by row cover different rows")
+            raise UserError("results: runs compared row by row cover different test rows; give runs of one split "
+                            "(one config's data keys)")
     return np.stack([p["score"] for p in preds])
 
 

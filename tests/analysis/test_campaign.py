@@ -156,3 +156,18 @@ def test_a_level_near_one_keeps_at_least_the_wilson_width():
     got = campaign.level_interval(scores)
     low, high = wilson(274, 275)
     assert got["ci_low"] <= low and got["ci_high"] >= high
+
+
+def test_runs_on_different_rows_are_refused_in_one_line():
+    from cot_transplant.errors import UserError
+    a = {"row_id": np.arange(3), "score": np.ones(3)}
+    b = {"row_id": np.arange(1, 4), "score": np.ones(3)}
+    with pytest.raises(UserError, match="different test rows"):
+        campaign.matrix([a, b])
+
+
+def test_a_gain_that_survives_other_rows_states_is_not_read_from_the_states(tmp_path):
+    # joint beats text-only, but scores as well with another row's states: not "reads" (comparison 3 fails)
+    root = campaign_dir(tmp_path, 0.8, 0.5, 0.8, {"plant100": 0.95, "plant50": 0.75, "plant25": 0.62, "plant10": 0.55})
+    verdict, _ = campaign.decide(root)
+    assert verdict == "undecided on this hardware"
