@@ -54,7 +54,8 @@ def campaign_dir(root: Path, joint_rate: float, text_rate: float, shuffled_rate:
                  plant_rates: dict[str, float], seeds=(0, 1, 2)) -> Path:
     for s in seeds:
         joint = correct_rows(joint_rate, s)
-        ctrl = {"base-arguer": correct_rows(text_rate, s, 7), "shuffled-kv-length-matched": correct_rows(shuffled_rate, s, 9)}
+        ctrl = {"base-arguer": correct_rows(text_rate, s, 7),
+                "shuffled-kv-length-matched": correct_rows(shuffled_rate, s, 9)}
         fake_run(root, f"noarg-joint-s{s}", {64: correct_rows(0.5, s, 3), 640: joint}, 640, ctrl)
         fake_run(root, f"noarg-text-only-s{s}", {64: correct_rows(0.5, s, 4), 640: correct_rows(text_rate, s, 1)}, 640)
         fake_run(root, f"noarg-frozen-arguer-s{s}", {640: correct_rows(text_rate, s, 2)}, 640)
