@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cot_transplant.analysis.results import (baselines_table, num, pct, run_figures, scored, study_runs, table)
+from cot_transplant.analysis.results import (baselines_table, control_figures, num, pct, run_figures, run_git, scored,
+                                             study_runs, table)
 from cot_transplant.analysis.stats import holm, paired_permutation_test, seeds_rows_bootstrap
 from cot_transplant.errors import UserError
 
@@ -69,14 +70,8 @@ def test_curve(run: Run) -> dict[int, dict]:
 
 def control_scores(run: Run, control: str) -> dict | None:
     """The eval-only `control`'s test predictions at the run's validation-chosen checkpoint, if it was run."""
-    at = run.chosen
-    if at is None:
-        return None
-    for path in sorted(run.path.glob(f"eval-step-*-control-{control}.json")):
-        for rec in json.loads(path.read_text(encoding="utf-8")):
-            if rec.get("split") == "test" and rec.get("samples") == at["samples"] and rec.get("predictions"):
-                return scored(run.path / rec["predictions"])
-    return None
+    found = control_figures(run.path, control, run.chosen["samples"]) if run.chosen else None
+    return found and found["pred"]
 
 
 def planted_row_ids(run: Run) -> set[int] | None:
@@ -437,12 +432,7 @@ def status_section(root: Path) -> str:
             continue
         w = wall_s(path)
         total += w or 0
-        git = ""
-        cfg = path / "config.yaml"
-        if cfg.is_file():
-            import yaml
-
-            git = ((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("_provenance") or {}).get("git") or ""
+        git = (run_git(path) or "") if (path / "config.yaml").is_file() else ""
         rows.append([f"`{path.name}`", f"{w / 60:.1f} min" if w else "n/a", f"`{git[:12]}`" if git else ""])
     complete, missing = primary_complete(root)
     head = (f"{len(rows)} finished run{'s' if len(rows) != 1 else ''} and probes under `{Path(root).as_posix()}`, "
