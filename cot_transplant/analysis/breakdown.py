@@ -3,7 +3,8 @@
 The seed's own caveat: many incorrect answers are sound reasoning with a slip in the last
 step, so a chooser can score by checking that step. The breakdown shows where a run's
 accuracy (`f_c`) comes from: by error kind, by error step, by number of steps, by whether
-the error sits in the last step, and by whether the choice argument was right. On synthetic
+the error sits in the last step, by whether the choice argument was right, and, on rows with
+planted verdicts (`data.planted_fraction`), by whether the arguer read one. On synthetic
 data a "last-step checker" gives the score that the cheap strategy reaches, as a reference.
 
 Rows are rebuilt from the run's own config (`runs.records.load_records`, row ids = positions,
@@ -21,6 +22,7 @@ from cot_transplant.errors import UserError
 from cot_transplant.runs.metrics import wilson
 
 GROUPINGS = ("error_kind", "error_step", "n_steps", "error_in_last_step", "argument_right")
+OPTIONAL_GROUPINGS = ("planted",)  # present only where some row carries the key (planted rows)
 MISSING = "(none)"
 SPLITS = ("val", "test")
 RESULT = "breakdown.json"
@@ -186,7 +188,13 @@ def split_breakdown(records_by_id: dict, predictions: dict[str, list], synthetic
     return {"n": n, "f_c": k / n if n else None, "ci_low": low, "ci_high": high,
             "argument_accuracy": sum(r["record"].argument_correct for r in rows) / n if n else None,
             "last_step_checker": checker,
-            "groups": {g: group_rows(rows, g) for g in GROUPINGS}}
+            "groups": {g: group_rows(rows, g) for g in groupings(r["record"] for r in rows)}}
+
+
+def groupings(records) -> tuple[str, ...]:
+    """GROUPINGS, then each of OPTIONAL_GROUPINGS that some record carries in `extra`."""
+    keys = {k for r in records for k in OPTIONAL_GROUPINGS if k in r.extra}
+    return GROUPINGS + tuple(k for k in OPTIONAL_GROUPINGS if k in keys)
 
 
 def _checker_decides(record) -> bool:
@@ -250,7 +258,7 @@ def compute_breakdown(run: Path, samples: int | None = None, records: list | Non
     synthetic = is_synthetic(records)
     by_id = {r.row_id: r for r in records}
     result = {"run": str(run), "variant": cfg.variant, "samples": samples, "chosen_by": chosen_by,
-              "synthetic": synthetic, "groupings": list(GROUPINGS), "splits": {}}
+              "synthetic": synthetic, "groupings": list(groupings(records)), "splits": {}}
     for split in splits:
         name = f"predictions/{split}-{samples}.csv"
         result["splits"][split] = {"predictions": name,

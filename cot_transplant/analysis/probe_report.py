@@ -60,14 +60,17 @@ def lead(p: dict) -> str:
             f"{cfg.get('device')}; git `{(p.get('_provenance') or {}).get('git')}`.")
 
 
-def probe_markdown(p: dict) -> str:
-    """The results.md block of one probe.json: per feature set the nested-CV figures and nulls, then the
-    baselines on the same folds."""
-    from cot_transplant.analysis.results import table
+NESTED_HEADER = ["features", "pairwise acc. (nested CV) [95% Wilson]; mean ± sd over outer folds",
+                 "AUROC (mean ± sd over outer folds)", "layer chosen per outer fold", "p (permutation)",
+                 "null 95th pct", "best single layer, same folds"]
+NESTED_NOTE = ("Pairwise accuracy: the share of rows whose correct argument the probe scores above the incorrect "
+               "one (ties 1/2), comparable with the chooser's f_c; chance is 50%. p: the nested score against the "
+               "same procedure on each label flip, (1 + #null >= observed) / (1 + flips). The last column picks the "
+               "best layer on the folds that score it (optimistic), tested against the best layer of each flip.")
 
-    if "nested" not in p:
-        return ("_This probe.json predates nested cross-validation (its best layer was picked on the folds that "
-                "scored it); rerun `cot-transplant probe`._")
+
+def nested_rows(p: dict) -> list[list[str]]:
+    """The rows under NESTED_HEADER of one probe.json that has "nested": the feature sets, then the baselines."""
     rows = []
     for kind, r in p["nested"].items():
         rows.append([f"`{kind}`", pairwise_cell(r), auroc_sd(r), ", ".join(str(x) for x in r["layers_chosen"]),
@@ -77,14 +80,18 @@ def probe_markdown(p: dict) -> str:
         if b:
             rows.append([f"baseline: {BASELINE_LABELS.get(name, name)}", pairwise_cell(b), auroc_sd(b), "",
                          p_value(b.get("p_value")), pct(b.get("null_q95")), ""])
-    note = ("Pairwise accuracy: the share of rows whose correct argument the probe scores above the incorrect "
-            "one (ties 1/2), comparable with the chooser's f_c; chance is 50%. p: the nested score against the "
-            "same procedure on each label flip, (1 + #null >= observed) / (1 + flips). The last column picks the "
-            "best layer on the folds that score it (optimistic), tested against the best layer of each flip.")
-    header = ["features", "pairwise acc. (nested CV) [95% Wilson]; mean ± sd over outer folds",
-              "AUROC (mean ± sd over outer folds)", "layer chosen per outer fold", "p (permutation)",
-              "null 95th pct", "best single layer, same folds"]
-    return "\n\n".join([lead(p), table(header, rows), note])
+    return rows
+
+
+def probe_markdown(p: dict) -> str:
+    """The results.md block of one probe.json: per feature set the nested-CV figures and nulls, then the
+    baselines on the same folds."""
+    from cot_transplant.analysis.results import table
+
+    if "nested" not in p:
+        return ("_This probe.json predates nested cross-validation (its best layer was picked on the folds that "
+                "scored it); rerun `cot-transplant probe`._")
+    return "\n\n".join([lead(p), table(NESTED_HEADER, nested_rows(p)), NESTED_NOTE])
 
 
 def format_probes(result: dict) -> str:

@@ -261,6 +261,7 @@ def truncation_section(sources: list[ReportInput]) -> Section:
 
 
 def probes_section(paths: list[Path]) -> Section:
+    from cot_transplant.analysis.probe_report import NESTED_HEADER, NESTED_NOTE, lead, nested_rows
     from cot_transplant.analysis.probes import KIND_LABELS, plot_probes
 
     s = Section("Probes")
@@ -269,6 +270,16 @@ def probes_section(paths: list[Path]) -> Section:
         cfg = r["config"]
         s.blocks.append(Para(f"{path}: {cfg['model']} on {cfg['data']}, {r['n_questions']} questions, "
                              f"{cfg['folds']}-fold cross-validation grouped by question, template {cfg['template']}."))
+        if "nested" in r:  # the honest figure first: layer and penalty chosen without the scoring fold
+            s.blocks.append(Para(lead(r)))
+            s.blocks.append(Table([h.replace("`", "") for h in NESTED_HEADER],
+                                  [[c.replace("`", "") for c in row] for row in nested_rows(r)], caption=NESTED_NOTE))
+        elif (cfg.get("folds") or 0) < 3:
+            s.blocks.append(Para(f"With {cfg.get('folds')} folds there is no inner cross-validation, so no nested "
+                                 "figure: the best layer below is picked on the folds that scored it (optimistic)."))
+        else:
+            s.blocks.append(Para("This probe.json predates nested cross-validation: its best layer below was picked "
+                                 "on the folds that scored it; rerun `cot-transplant probe`.", missing=True))
         rows = []
         for kind, layers in r["probes"].items():
             best = r["best"].get(kind)
@@ -279,8 +290,9 @@ def probes_section(paths: list[Path]) -> Section:
                          "n/a" if last.get("auroc") is None else f"{last['auroc']:.3f}"])
         s.blocks.append(Table(["features", "best layer", "AUROC there (mean +- sd over folds)",
                                "shuffled labels there", "last layer"], rows,
-                              caption="probe AUROC (the best of many layers is optimistic: read it against the "
-                                      "shuffled-label control, the baselines and the curve)"))
+                              caption="per-layer probe AUROC (the best of many layers is optimistic: read it "
+                                      "against the nested figure above, the shuffled-label control, the baselines "
+                                      "and the curve)"))
         s.blocks.append(_probe_baselines(r))
         png = path.parent / "probe.png"
         data = png.read_bytes() if png.is_file() else plot_probes(r, io.BytesIO()).getvalue()
@@ -330,7 +342,7 @@ def _breakdowns(src: ReportInput, cache: dict) -> tuple[list[tuple[str, list[dic
 
 
 def _groups(bds: list[dict], grouping: str, value: str) -> list[dict]:
-    return [g for b in bds for g in b["groups"][grouping] if g["value"] == value]
+    return [g for b in bds for g in b["groups"].get(grouping, []) if g["value"] == value]
 
 
 def _group_cell(bds: list[dict], grouping: str, value: str) -> str:
@@ -348,7 +360,7 @@ def _mean(values) -> float | None:
 
 
 def breakdown_section(sources: list[ReportInput], cache: dict) -> Section:
-    from cot_transplant.analysis.breakdown import GROUPINGS
+    from cot_transplant.analysis.breakdown import GROUPINGS, OPTIONAL_GROUPINGS
     from cot_transplant.analysis.report_figures import breakdown_figure
 
     s = Section("Confound breakdown")
@@ -376,8 +388,9 @@ def breakdown_section(sources: list[ReportInput], cache: dict) -> Section:
                             _pct((bds[0].get("last_step_checker") or {}).get("f_c"))] for label, bds in columns],
                           caption="all rows"))
     figure_data = {}
-    for grouping in GROUPINGS:
-        ref = first["groups"][grouping]
+    present = {g for _, bds in columns for b in bds for g in b["groups"]}
+    for grouping in GROUPINGS + tuple(g for g in OPTIONAL_GROUPINGS if g in present):
+        ref = next(b["groups"][grouping] for _, bds in columns for b in bds if grouping in b["groups"])
         if len(ref) == 1 and ref[0]["value"] == "(none)":
             s.blocks.append(Para(f"{grouping}: the rows carry no such metadata.", missing=True))
             continue

@@ -124,3 +124,18 @@ def test_breakdown_of_a_run_matches_its_predictions(synthetic_run, capsys):
     assert "no predictions at 3 samples; available: [0, 4]" in capsys.readouterr().err
     rows = rundir.read_predictions(run / "predictions" / "test-0.csv")
     assert len(rows["row_id"]) == at_start["splits"]["test"]["n"]
+
+
+def test_planted_rows_are_a_grouping_only_where_the_rows_carry_it():
+    from cot_transplant.data.plant import plant_fraction
+
+    records = synthesize(20, 4, short=True)
+    planted = plant_fraction(records, 0.25, seed=1)
+    by_id = {r.row_id: r for r in planted}
+    right = {r.row_id for r in planted if r.extra["planted"] == "true"}  # a chooser that reads only the verdicts
+    result = split_breakdown(by_id, _predictions(planted, right), synthetic=True)
+    groups = {g["value"]: g for g in result["groups"]["planted"]}
+    assert set(groups) == {"true", "false"} and groups["true"]["n"] == 5 and groups["false"]["n"] == 15
+    assert groups["true"]["f_c"] == 1.0 and groups["false"]["f_c"] == 0.0
+    plain = split_breakdown({r.row_id: r for r in records}, _predictions(records, right), synthetic=True)
+    assert "planted" not in plain["groups"] and set(plain["groups"]) == set(GROUPINGS)

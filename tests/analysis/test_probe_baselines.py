@@ -123,7 +123,8 @@ def test_figure_and_report_section_show_the_baselines(tmp_path):
     assert "text only (TF-IDF word 1-2 grams)" in baseline_rows
     # a probe.json written before the baselines existed: a plain note, and the figure without them
     del result["baselines"]
+    result["config"]["folds"] = 3  # as if from before nested CV existed
     path.write_text(json.dumps(result))
-    notes = [b for b in probes_section([path]).blocks if isinstance(b, Para) and b.missing]
-    assert len(notes) == 1 and "no baselines" in notes[0].text
+    notes = [b.text for b in probes_section([path]).blocks if isinstance(b, Para) and b.missing]
+    assert len(notes) == 2 and "predates nested" in notes[0] and "no baselines" in notes[1]
     assert plot_probes(result, io.BytesIO()).getvalue().startswith(b"\x89PNG")

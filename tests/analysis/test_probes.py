@@ -96,6 +96,14 @@ def test_probe_command_on_a_tiny_model(tmp_path, capsys, monkeypatch):
             f"{', '.join(str(x) for x in nested['layers_chosen'])} | {nested['p_value']:.3g} |") in block
     for label in ("layer 0 (embedding output", "length only (characters, tokens)", "text only (TF-IDF"):
         assert f"| baseline: {label}" in block
+    # the HTML report's section leads with the same nested table (per-layer best comes after, marked optimistic)
+    from cot_transplant.analysis.report_render import Table
+    from cot_transplant.analysis.report_sections import probes_section
+
+    tables = [b for b in probes_section([out / "probe.json"]).blocks if isinstance(b, Table)]
+    assert tables[0].header[1].startswith("pairwise acc. (nested CV)")
+    assert tables[0].rows[2][0] == "kv_mean" and tables[0].rows[2][3] == block.split("| `kv_mean` | ")[1].split(" | ")[2]
+    assert "optimistic" in tables[1].caption
 
     # another probe option, fewer rows: the stored states are read, no model is loaded
     monkeypatch.setattr("cot_transplant.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
