@@ -102,7 +102,8 @@ def test_probe_command_on_a_tiny_model(tmp_path, capsys, monkeypatch):
 
     tables = [b for b in probes_section([out / "probe.json"]).blocks if isinstance(b, Table)]
     assert tables[0].header[1].startswith("pairwise acc. (nested CV)")
-    assert tables[0].rows[2][0] == "kv_mean" and tables[0].rows[2][3] == block.split("| `kv_mean` | ")[1].split(" | ")[2]
+    layers_chosen = block.split("| `kv_mean` | ")[1].split(" | ")[2]
+    assert tables[0].rows[2][0] == "kv_mean" and tables[0].rows[2][3] == layers_chosen
     assert "optimistic" in tables[1].caption
 
     # another probe option, fewer rows: the stored states are read, no model is loaded
