@@ -68,7 +68,8 @@ def curves_figure(root: Path, out: Path, reference_csv: Path | None = None) -> P
             if variant not in study:
                 continue
             x, mean, low, high = variant_curve(study[variant])
-            ax.plot(x, mean, "-o", color=COLORS[variant], lw=2, ms=4, label=f"{variant} ({len(study[variant])} seeds)")
+            n = len(study[variant])
+            ax.plot(x, mean, "-o", color=COLORS[variant], lw=2, ms=4, label=f"{variant} ({n} seed{'s' * (n != 1)})")
             ax.fill_between(x, low, high, color=COLORS[variant], alpha=0.18, lw=0)
         ax.axhline(0.5, color="0.4", ls=":", lw=1.2, label="chance")
         rate = base_rate(study) if arg else None
