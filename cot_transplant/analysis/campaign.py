@@ -24,7 +24,7 @@ import numpy as np
 
 from cot_transplant.analysis.results import (baselines_table, control_figures, num, pct, run_figures, run_git, scored,
                                              study_runs, table)
-from cot_transplant.analysis.stats import holm, paired_permutation_test, seeds_rows_bootstrap
+from cot_transplant.analysis.stats import holm, min_detectable_effect, paired_permutation_test, seeds_rows_bootstrap
 from cot_transplant.errors import UserError
 
 VARIANTS = ("joint", "frozen-arguer", "text-only")
@@ -34,6 +34,7 @@ LEVELS = (("plant100", 1.0), ("plant50", 0.5), ("plant25", 0.25), ("plant10", 0.
 ALPHA = 0.05
 N_PERM = 10_000
 N_BOOT = 10_000
+N_COMPARISONS = 4  # the pre-registered comparisons of each study table (Holm across them)
 
 
 # --- reading -----------------------------------------------------------------------------------------
@@ -119,13 +120,24 @@ def matrix(preds: list[dict]) -> np.ndarray:
     return np.stack([p["score"] for p in preds])
 
 
-def compare(label: str, a: list[dict], b: list[dict]) -> dict:
-    """Effect a - b (mean over seeds and rows), its seeds-and-rows interval, and the permutation p."""
+def compare(label: str, a: list[dict], b: list[dict], comparisons: int = 1) -> dict:
+    """Effect a - b (mean over seeds and rows), its seeds-and-rows interval, the permutation p, and the
+    minimum detectable effect at the rows' observed disagreement (`observed_mde`)."""
     x, y = matrix(a), matrix(b)
     boot = seeds_rows_bootstrap(x, y, n_boot=N_BOOT)
+    d = x.mean(axis=0) - y.mean(axis=0)
     return {"label": label, "a": float(x.mean()), "b": float(y.mean()), "effect": boot["mean"],
             "ci_low": boot["ci_low"], "ci_high": boot["ci_high"], "seeds": x.shape[0], "rows": x.shape[1],
-            "p": paired_permutation_test(x.mean(axis=0), y.mean(axis=0), n_perm=N_PERM)}
+            "p": paired_permutation_test(x.mean(axis=0), y.mean(axis=0), n_perm=N_PERM),
+            "disagreement": float(np.mean(d ** 2)), "mde": observed_mde(d, comparisons)}
+
+
+def observed_mde(d: np.ndarray, comparisons: int = 1) -> float | None:
+    """`stats.min_detectable_effect` with the per-row differences' mean square in place of the discordance
+    assumed before the runs: the same for one seed (d in {-1, 0, 1}), an upper bound on var(d) for seed means.
+    None when the two sides agree on every row (no variance to test against)."""
+    mean_square = float(np.mean(np.square(d)))
+    return min_detectable_effect(len(d), mean_square, comparisons=comparisons) if mean_square > 0 else None
 
 
 def with_holm(results: list[dict]) -> list[dict]:
@@ -140,23 +152,24 @@ def paired(a: dict[int, Run], b: dict[int, Run]) -> list[int]:
 
 
 def study_comparisons(study: dict[str, dict[int, Run]]) -> list[dict]:
-    """The four pre-registered comparisons, each on the seeds both of its sides have, Holm across them."""
+    """The four pre-registered comparisons, each on the seeds both of its sides have, Holm across them (their
+    minimum detectable effects at Holm's strictest step of four, as pre-registered)."""
     joint, frozen, text = study.get("joint", {}), study.get("frozen-arguer", {}), study.get("text-only", {})
     out = []
     seeds = paired(joint, text)
     if seeds:
         out.append(compare("`joint` − `text-only`", [joint[s].chosen["pred"] for s in seeds],
-                           [text[s].chosen["pred"] for s in seeds]))
+                           [text[s].chosen["pred"] for s in seeds], N_COMPARISONS))
     for control, what in (("base-arguer", "`joint` with `base-arguer` states"),
                           ("shuffled-kv-length-matched", "`joint` with length-matched `shuffled-kv` states")):
         pairs = [(joint[s].chosen["pred"], c) for s in sorted(joint) if joint[s].chosen
                  and (c := control_scores(joint[s], control)) is not None]
         if pairs:
-            out.append(compare(f"`joint` − {what}", [p for p, _ in pairs], [c for _, c in pairs]))
+            out.append(compare(f"`joint` − {what}", [p for p, _ in pairs], [c for _, c in pairs], N_COMPARISONS))
     seeds = paired(frozen, text)
     if seeds:
         out.append(compare("`frozen-arguer` − `text-only`", [frozen[s].chosen["pred"] for s in seeds],
-                           [text[s].chosen["pred"] for s in seeds]))
+                           [text[s].chosen["pred"] for s in seeds], N_COMPARISONS))
     return with_holm(out)
 
 
@@ -186,13 +199,22 @@ def comparisons_table(results: list[dict], holm_note: bool = True) -> str:
     header = ["comparison", "A", "B", "effect A − B, points [95% CI]", "seeds", "rows", "p"]
     if holm_note:
         header.append("p (Holm)")
+    header.append("disagreement; MDE, points")
     rows = []
     for r in results:
         row = [r["label"], pct(r["a"]), pct(r["b"]), effect_cell(r), str(r["seeds"]), str(r["rows"]), num(r["p"], 4)]
         if holm_note:
             row.append(num(r["p_holm"], 4))
+        mde = "n/a" if r.get("mde") is None else f"{100 * r['mde']:.1f}"
+        row.append(f"{pct(r.get('disagreement'))}; {mde}")
         rows.append(row)
     return table(header, rows)
+
+
+MDE_NOTE = ("Disagreement: the mean square of the per-row differences in `f_c` (for one seed, the share of rows "
+            "where the two sides differ). MDE: the smallest effect the comparison detects with 80% power at that "
+            "disagreement (`stats.min_detectable_effect`, alpha 0.05 at Holm's strictest step of four), the "
+            "pre-registration's calculation with the observed disagreement in place of the assumed 0.2 to 0.4.")
 
 
 def curve_table(study: dict[str, dict[int, Run]]) -> str:
@@ -267,7 +289,7 @@ def study_section(root: Path, study_name: str) -> str:
     if results:
         parts += ["The pre-registered comparisons (paired by test row; effect in points of `f_c`, 95% bootstrap "
                   "interval over seeds and rows; two-sided paired permutation test on per-row means across seeds, "
-                  f"{N_PERM:,} sign flips; Holm across this table):", comparisons_table(results)]
+                  f"{N_PERM:,} sign flips; Holm across this table):", comparisons_table(results), MDE_NOTE]
     first = next(r for runs in study.values() for r in runs.values())
     parts.append(baselines_table(first.figures))
     if first.path.joinpath("config.yaml").is_file() and "argument: none" in first.path.joinpath(

@@ -172,3 +172,21 @@ def test_a_gain_that_survives_other_rows_states_is_not_read_from_the_states(tmp_
     root = campaign_dir(tmp_path, 0.8, 0.5, 0.8, {"plant100": 0.95, "plant50": 0.75, "plant25": 0.62, "plant10": 0.55})
     verdict, _ = campaign.decide(root)
     assert verdict == "undecided on this hardware"
+
+
+def test_the_observed_mde_uses_the_rows_disagreement():
+    from cot_transplant.analysis.stats import min_detectable_effect
+
+    # one seed: 3 of 10 rows differ, so the mean square of d is the discordance, 0.3
+    d = np.array([1, -1, 1, 0, 0, 0, 0, 0, 0, 0], dtype=float)
+    assert campaign.observed_mde(d, 4) == pytest.approx(min_detectable_effect(10, 0.3, comparisons=4))
+    # seed means: d in thirds; (1/9 + 4/9) / 5 rows = 1/9
+    d = np.array([1 / 3, -2 / 3, 0, 0, 0])
+    assert campaign.observed_mde(d) == pytest.approx(min_detectable_effect(5, 1 / 9))
+    assert campaign.observed_mde(np.zeros(7)) is None  # identical picks: nothing to test against
+    # two choosers that each always pick one position disagree on every row: the widest MDE
+    a = [{"row_id": np.arange(4), "score": np.array([1.0, 0, 1, 0])}]
+    b = [{"row_id": np.arange(4), "score": np.array([0.0, 1, 0, 1])}]
+    r = campaign.compare("x", a, b, comparisons=4)
+    assert r["disagreement"] == 1.0 and r["mde"] == pytest.approx(min_detectable_effect(4, 1.0, comparisons=4))
+    assert "| 100.0%; " in campaign.comparisons_table(campaign.with_holm([r]))
