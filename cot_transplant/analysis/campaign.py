@@ -448,20 +448,39 @@ def decision_section(root: Path) -> str:
 
 def status_section(root: Path) -> str:
     """Every finished run and probe with its wall time, and the compute used so far."""
-    rows, total = [], 0.0
+    rows, total, walls = [], 0.0, {}
     for path in sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []:
         if not ((path / "summary.json").is_file() or (path / "done").is_file()):
             continue
         w = wall_s(path)
         total += w or 0
+        if w and run_variant(path.name):
+            walls.setdefault(run_variant(path.name), []).append(w)
         git = (run_git(path) or "") if (path / "config.yaml").is_file() else ""
         rows.append([f"`{path.name}`", f"{w / 60:.1f} min" if w else "n/a", f"`{git[:12]}`" if git else ""])
     complete, missing = primary_complete(root)
     head = (f"{len(rows)} finished run{'s' if len(rows) != 1 else ''} and probes under `{Path(root).as_posix()}`, "
             f"{total / 3600:.2f} h of wall time in "
             "all (2 CPU cores; each run's own log). The decision needs "
-            + ("every run it names: all finished." if complete else f"{len(missing)} more (listed in the decision)."))
+            + ("every run it names: all finished." if complete else f"{len(missing)} more (listed in the decision)"
+               + remaining_estimate(missing, walls) + "."))
     return head + "\n\n" + (table(["run", "wall", "git"], rows) if rows else "_Nothing finished yet._")
+
+
+def run_variant(name: str) -> str | None:
+    """The variant of a campaign run's name (`<study>-<variant>-s<seed>`), or None for anything else."""
+    m = re.fullmatch(rf"[a-z0-9]+-({'|'.join(VARIANTS)})-s\d+", name)
+    return m.group(1) if m else None
+
+
+def remaining_estimate(missing: list[str], walls: dict[str, list[float]]) -> str:
+    """", about N h at the finished runs' mean wall time per variant" for the missing runs, when every missing run's
+    variant has a finished run to go by (a missing control alone costs part of a run and is not counted)."""
+    variants = [run_variant(m) for m in missing if " " not in m]
+    if not variants or any(v not in walls for v in variants):
+        return ""
+    hours = sum(np.mean(walls[v]) for v in variants) / 3600
+    return f", about {hours:.1f} h at the finished runs' mean wall time per variant"
 
 
 SECTIONS = {

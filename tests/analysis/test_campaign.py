@@ -190,3 +190,19 @@ def test_the_observed_mde_uses_the_rows_disagreement():
     r = campaign.compare("x", a, b, comparisons=4)
     assert r["disagreement"] == 1.0 and r["mde"] == pytest.approx(min_detectable_effect(4, 1.0, comparisons=4))
     assert "| 100.0%; " in campaign.comparisons_table(campaign.with_holm([r]))
+
+
+def test_the_status_estimates_the_decision_s_remaining_runs(tmp_path):
+    fake_run(tmp_path, "noarg-joint-s0", {640: correct_rows(0.5, 0)}, 640, wall=3600)
+    fake_run(tmp_path, "plant100-joint-s0", {640: correct_rows(0.9, 0)}, 640, wall=1800)
+    fake_run(tmp_path, "noarg-text-only-s0", {640: correct_rows(0.5, 0, 1)}, 640, wall=600)
+    assert campaign.run_variant("plant25-joint-s0") == "joint" and campaign.run_variant("probe-csv") is None
+    # missing: joint s1, s2, plant50/25/10 (5 joint at 0.75 h), text-only s1, s2 (2 at 600 s), controls of s0
+    missing = ["noarg-joint-s1", "noarg-joint-s2", "plant50-joint-s0", "plant25-joint-s0", "plant10-joint-s0",
+               "noarg-text-only-s1", "noarg-text-only-s2", "noarg-joint-s0 control base-arguer"]
+    walls = {"joint": [3600.0, 1800.0], "text-only": [600.0]}
+    estimate = campaign.remaining_estimate(missing, walls)
+    assert estimate == ", about 4.1 h at the finished runs' mean wall time per variant"
+    # a variant with no finished run to go by: no estimate
+    assert campaign.remaining_estimate(missing + ["noarg-frozen-arguer-s0"], walls) == ""
+    assert "about" not in campaign.status_section(tmp_path)  # frozen-arguer has no finished run here
