@@ -19,13 +19,14 @@ CONFIG=${CONFIG:-configs/campaign.yaml}
 ONLY=${ONLY:-.}
 STOP_AFTER=${STOP_AFTER:-0}
 STARTED=$(date +%s)
+STOPPED=0
 mkdir -p "$WORK" "$RESULTS"
 
 wanted() {  # wanted NAME: not finished yet, selected by ONLY, and time left to start it
   [ -e "$RESULTS/$1/summary.json" ] || [ -e "$RESULTS/$1/done" ] && return 1
   echo "$1" | grep -Eq "$ONLY" || return 1
   if [ "$STOP_AFTER" -gt 0 ] && [ $(( $(date +%s) - STARTED )) -ge "$STOP_AFTER" ]; then
-    echo "campaign: STOP_AFTER reached; not starting $1" >&2; return 1
+    echo "campaign: STOP_AFTER reached; not starting $1" >&2; STOPPED=1; return 1
   fi
 }
 
@@ -116,4 +117,10 @@ for seed in 1 2; do
   run plant100-text-only-s$seed text-only $seed data.planted_fraction=1.0
   for f in 100 50 25 10; do run plant$f-joint-s$seed joint $seed data.planted_fraction=$( [ $f = 100 ] && echo 1.0 || echo 0.$f ); done
 done
-echo "campaign: every run of $CONFIG is in $RESULTS" >&2
+if [ "$STOPPED" = 1 ]; then
+  echo "campaign: stopped by STOP_AFTER; run the same command again to continue" >&2
+elif [ "$ONLY" != . ]; then
+  echo "campaign: every run of $CONFIG matching ONLY=$ONLY is in $RESULTS" >&2
+else
+  echo "campaign: every run of $CONFIG is in $RESULTS" >&2
+fi

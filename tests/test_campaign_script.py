@@ -59,6 +59,7 @@ def test_the_campaign_script_runs_exports_and_skips_what_is_done(tmp_path):
 
     again = campaign()  # everything wanted is in results: nothing runs again
     assert again.returncode == 0 and "campaign: plant100-joint-s0" not in again.stderr
+    assert "matching ONLY=^(plant100" in again.stderr  # not "every run of the config": ONLY chose two
     assert (joint / "summary.json").stat().st_mtime_ns == stamp
 
     doc = tmp_path / "results.md"

@@ -329,13 +329,24 @@ def positive_levels(root: Path) -> list[dict]:
 
 
 def detection_limit(levels: list[dict]) -> dict | None:
-    """The weakest level detected with every stronger level detected (the two-token loss's series)."""
+    """The weakest pre-registered level (LEVELS) detected with every stronger one run and detected (the two-token
+    loss's series): a level not run yet ends the chain as a missed one does."""
+    by_fraction = {r["fraction"]: r for r in levels if r["fraction"] is not None}
     limit = None
-    for r in sorted((r for r in levels if r["fraction"] is not None), key=lambda r: -r["fraction"]):
-        if not r["detected"]:
+    for fraction in sorted((f for _, f in LEVELS), reverse=True):
+        r = by_fraction.get(fraction)
+        if r is None or not r["detected"]:
             break
         limit = r
     return limit
+
+
+def beyond_limit(levels: list[dict], limit: dict | None) -> list[str]:
+    """Levels weaker than the limit that are detected all the same (a stronger level in between not run or
+    missed): they say where the limit may move, not where it is."""
+    floor = limit["fraction"] if limit else 2.0
+    return [f"{r['fraction']:.0%}" for r in sorted(levels, key=lambda r: -(r["fraction"] or 0))
+            if r["fraction"] is not None and r["fraction"] < floor and r["detected"]]
 
 
 def positive_section(root: Path) -> str:
@@ -357,11 +368,13 @@ def positive_section(root: Path) -> str:
             + table(["planted signal", "seeds", "rows", "`joint` f_c", "`text-only` f_c", "effect, points [95% CI]",
                      "p", "detected", "planted test rows: `joint` / `text-only` (rows)", "`joint` on the other rows"],
                     rows))
+    beyond = beyond_limit(levels, limit)
     text += ("\n\n**Detection limit at these settings:** " + (
         f"{limit['fraction']:.0%} of rows planted, effect {effect_cell(limit)} points." if limit
         else "none: not even the full-strength verdict is detected.")
-        + (f" Weaker levels not run yet: {', '.join(missing)}; the limit can only move down." if missing and limit
-           else ""))
+        + (f" Levels not run yet: {', '.join(missing)}." if missing else "")
+        + (f" Detected beyond the limit: {', '.join(beyond)} (the limit counts a level only when every stronger "
+           "one is run and detected)." if beyond else ""))
     return text + ("\n\n" + runs if runs else "")
 
 
@@ -428,8 +441,10 @@ def decide(root: Path) -> tuple[str, list[str]]:
     if limit:
         run = {r["fraction"] for r in levels}
         missing = [f"{f:.0%}" for _, f in LEVELS if f not in run]
+        beyond = beyond_limit(levels, limit)
         reasons.append(f"detection limit: {limit['fraction']:.0%} planted, effect {100 * limit['effect']:+.1f} points"
-                       + (f" (levels not run yet: {', '.join(missing)})" if missing else ""))
+                       + (f" (levels not run yet: {', '.join(missing)})" if missing else "")
+                       + (f"; detected beyond it: {', '.join(beyond)}" if beyond else ""))
     if not complete:
         return "undecided on this hardware (the campaign is not finished)", reasons
     reads = (c1 and c3 and c1["effect"] > 0 and c1["p_holm"] < ALPHA and c3["effect"] > 0 and c3["p_holm"] < ALPHA)

@@ -102,6 +102,10 @@ def test_the_detection_limit_stops_at_the_first_level_missed():
               ((1.0, True, 0.4), (0.5, True, 0.2), (0.25, False, 0.05), (0.1, True, 0.3))]
     assert campaign.detection_limit(levels)["fraction"] == 0.5
     assert campaign.detection_limit([{"fraction": 1.0, "detected": False, "effect": 0.0}]) is None
+    assert campaign.beyond_limit(levels, campaign.detection_limit(levels)) == ["10%"]
+    # a stronger level not run yet ends the chain: 25% detected does not make the limit 25% before 50% has run
+    gap = [levels[0], {"fraction": 0.25, "detected": True, "effect": 0.16}]
+    assert campaign.detection_limit(gap)["fraction"] == 1.0 and campaign.beyond_limit(gap, levels[0]) == ["25%"]
 
 
 def test_results_fills_every_campaign_block(tmp_path):
