@@ -469,8 +469,8 @@ def status_section(root: Path) -> str:
             continue
         w = wall_s(path)
         total += w or 0
-        if w and run_variant(path.name):
-            walls.setdefault(run_variant(path.name), []).append(w)
+        if w and (variant := run_variant(path.name)):
+            walls.setdefault(variant, []).append(w)
         git = (run_git(path) or "") if (path / "config.yaml").is_file() else ""
         rows.append([f"`{path.name}`", f"{w / 60:.1f} min" if w else "n/a", f"`{git[:12]}`" if git else ""])
     complete, missing = primary_complete(root)
