@@ -4,9 +4,10 @@
 #   scripts/campaign.sh [WORK] [RESULTS]   (defaults runs/campaign and results/campaign; run from the repo root)
 # Each run trains in WORK (weights, checkpoints: never committed), gets its eval-only controls, and then its
 # small outputs (resolved config, spec, splits, metrics, per-row predictions, summary, control predictions,
-# log with wall time) are copied to RESULTS/<run>/; commit those. A run already in RESULTS is skipped; a run
-# interrupted in WORK resumes from its last checkpoint (or starts again without one). So the campaign continues
-# where it stopped, on any machine, across sessions. `cot-transplant results RESULTS` rewrites the tables.
+# log with each attempt's wall time, an interrupted one's too) are copied to RESULTS/<run>/; commit those. A
+# run already in RESULTS is skipped; a run interrupted in WORK resumes from its last checkpoint (or starts again
+# without one). So the campaign continues where it stopped, on any machine, across sessions.
+# `cot-transplant results RESULTS` rewrites the tables.
 #
 # Environment: CT (the command; default cot-transplant), CONFIG (default configs/campaign.yaml; a GPU-sized
 # design: configs/campaign-7b.yaml), ONLY (a regex: run only the matching run names), STOP_AFTER (seconds: start
@@ -21,6 +22,15 @@ STOP_AFTER=${STOP_AFTER:-0}
 STARTED=$(date +%s)
 STOPPED=0
 mkdir -p "$WORK" "$RESULTS"
+
+CURRENT='' CURRENT_START=0  # the run in progress, so an interruption still counts its wall time
+interrupted() {  # the session ended or Ctrl-C mid-run: the run's wall so far goes to its log, then stop
+  if [ -n "$CURRENT" ]; then
+    echo "wall_s $(( $(date +%s) - CURRENT_START )) interrupted" >> "$WORK/$CURRENT.log"
+  fi
+  exit 130
+}
+trap interrupted INT TERM HUP
 
 wanted() {  # wanted NAME: not finished yet, selected by ONLY, and time left to start it
   [ -e "$RESULTS/$1/summary.json" ] || [ -e "$RESULTS/$1/done" ] && return 1
@@ -46,6 +56,7 @@ run() {  # run NAME VARIANT SEED OVERRIDES...: train, eval-only controls (joint)
   wanted "$name" || return 0
   local dir=$WORK/$name start; start=$(date +%s)
   echo "campaign: $name" >&2
+  CURRENT=$name CURRENT_START=$start
   case $name in gsm8k-*) gsm8k_pairs ;; esac
   {
     if [ -e "$dir/summary.json" ]; then :  # trained; controls or export were interrupted
@@ -66,6 +77,7 @@ run() {  # run NAME VARIANT SEED OVERRIDES...: train, eval-only controls (joint)
     fi
   } >> "$WORK/$name.log" 2>&1
   echo "wall_s $(( $(date +%s) - start ))" >> "$WORK/$name.log"
+  CURRENT=''
   export_run "$name"
 }
 
@@ -74,9 +86,11 @@ probe() {  # probe NAME ARGS...: the base model's states, nested-CV probes (smal
   wanted "$name" || return 0
   local start; start=$(date +%s)
   echo "campaign: $name" >&2
+  CURRENT=$name CURRENT_START=$start
   [ "$name" = probe-gsm8k ] && gsm8k_pairs
-  "$CT" probe "$@" --out "$WORK/$name" > "$WORK/$name.log" 2>&1
+  "$CT" probe "$@" --out "$WORK/$name" >> "$WORK/$name.log" 2>&1
   echo "wall_s $(( $(date +%s) - start ))" >> "$WORK/$name.log"
+  CURRENT=''
   mkdir -p "$RESULTS/$name"
   cp "$WORK/$name"/*.json "$RESULTS/$name/"
   cp "$WORK/$name.log" "$RESULTS/$name/log.txt"

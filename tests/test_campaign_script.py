@@ -4,8 +4,11 @@ skipping what is finished, and `cot-transplant results` on what it exported."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,22 @@ def test_the_campaign_script_runs_exports_and_skips_what_is_done(tmp_path):
     assert main(["results", str(results), "--doc", str(doc), "--reference", str(tmp_path / "none.csv")]) == 0
     text = doc.read_text()
     assert "`plant100-joint-s0`" in text and "2 finished runs" in text
+
+
+def test_a_run_cut_off_mid_way_logs_the_wall_time_it_spent(tmp_path):
+    """The end of a session stops the campaign mid-run: the attempt's wall time still reaches the run's log (so
+    the status table's totals count it), and nothing is exported as finished."""
+    ct = tmp_path / "ct"
+    ct.write_text("#!/bin/sh\nexec sleep 60\n")  # a training run that is still going when the session ends
+    ct.chmod(0o755)
+    work, results = tmp_path / "work", tmp_path / "results"
+    env = {**os.environ, "CT": str(ct), "ONLY": "^noarg-text-only-s0$"}
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "campaign.sh"), str(work), str(results)], env=env,
+                            cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.readline().strip() == "campaign: noarg-text-only-s0"
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    log = (work / "noarg-text-only-s0.log").read_text()
+    assert re.search(r"^wall_s \d+ interrupted$", log, re.M), log
+    assert not (results / "noarg-text-only-s0").exists()

@@ -99,12 +99,13 @@ def on_rows(preds: list[dict], ids: set[int], keep: bool) -> float | None:
 
 
 def wall_s(path: Path) -> float | None:
-    """The run's wall time in seconds, from the `wall_s N` line its log ends with."""
+    """The run's wall time in seconds: the sum of its log's `wall_s N` lines, one per attempt of
+    scripts/campaign.sh (an attempt cut off by the end of a session writes `wall_s N interrupted`)."""
     log = path / "log.txt"
     if not log.is_file():
         return None
     found = re.findall(r"^wall_s (\d+)", log.read_text(encoding="utf-8", errors="replace"), re.M)
-    return float(found[-1]) if found else None
+    return float(sum(map(int, found))) if found else None
 
 
 # --- comparisons -------------------------------------------------------------------------------------

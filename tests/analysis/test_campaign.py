@@ -210,3 +210,11 @@ def test_the_status_estimates_the_decision_s_remaining_runs(tmp_path):
     # a variant with no finished run to go by: no estimate
     assert campaign.remaining_estimate(missing + ["noarg-frozen-arguer-s0"], walls) == ""
     assert "about" not in campaign.status_section(tmp_path)  # frozen-arguer has no finished run here
+
+
+def test_a_run_s_wall_time_counts_every_attempt(tmp_path):
+    (tmp_path / "log.txt").write_text("training...\nwall_s 1056 interrupted\nresumed from step-20\nwall_s 409\n")
+    assert campaign.wall_s(tmp_path) == 1465.0  # 1056 + 409: the cut-off attempt's time was spent too
+    (tmp_path / "log.txt").write_text("killed before any line\n")
+    assert campaign.wall_s(tmp_path) is None
+    assert campaign.wall_s(tmp_path / "absent") is None
