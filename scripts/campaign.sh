@@ -24,10 +24,16 @@ STOPPED=0
 mkdir -p "$WORK" "$RESULTS"
 
 CURRENT='' CURRENT_START=0  # the run in progress, so an interruption still counts its wall time
+begin() {  # begin NAME: an attempt at a run starts; its wall time counts from here
+  CURRENT=$1 CURRENT_START=$(date +%s)
+  echo "campaign: $1" >&2
+}
+log_wall() {  # log_wall [interrupted]: the attempt's wall time goes to its run's log; the attempt is over
+  echo "wall_s $(( $(date +%s) - CURRENT_START ))${1:+ $1}" >> "$WORK/$CURRENT.log"
+  CURRENT=''
+}
 interrupted() {  # the session ended or Ctrl-C mid-run: the run's wall so far goes to its log, then stop
-  if [ -n "$CURRENT" ]; then
-    echo "wall_s $(( $(date +%s) - CURRENT_START )) interrupted" >> "$WORK/$CURRENT.log"
-  fi
+  if [ -n "$CURRENT" ]; then log_wall interrupted; fi
   exit 130
 }
 trap interrupted INT TERM HUP
@@ -54,9 +60,8 @@ export_run() {  # export_run NAME: the run's small outputs to RESULTS/NAME (no w
 run() {  # run NAME VARIANT SEED OVERRIDES...: train, eval-only controls (joint), export
   local name=$1 variant=$2 seed=$3; shift 3
   wanted "$name" || return 0
-  local dir=$WORK/$name start; start=$(date +%s)
-  echo "campaign: $name" >&2
-  CURRENT=$name CURRENT_START=$start
+  local dir=$WORK/$name
+  begin "$name"
   case $name in gsm8k-*) gsm8k_pairs ;; esac
   {
     if [ -e "$dir/summary.json" ]; then :  # trained; controls or export were interrupted
@@ -76,21 +81,17 @@ run() {  # run NAME VARIANT SEED OVERRIDES...: train, eval-only controls (joint)
       done
     fi
   } >> "$WORK/$name.log" 2>&1
-  echo "wall_s $(( $(date +%s) - start ))" >> "$WORK/$name.log"
-  CURRENT=''
+  log_wall
   export_run "$name"
 }
 
 probe() {  # probe NAME ARGS...: the base model's states, nested-CV probes (small outputs only are exported)
   local name=$1; shift
   wanted "$name" || return 0
-  local start; start=$(date +%s)
-  echo "campaign: $name" >&2
-  CURRENT=$name CURRENT_START=$start
+  begin "$name"
   [ "$name" = probe-gsm8k ] && gsm8k_pairs
   "$CT" probe "$@" --out "$WORK/$name" >> "$WORK/$name.log" 2>&1
-  echo "wall_s $(( $(date +%s) - start ))" >> "$WORK/$name.log"
-  CURRENT=''
+  log_wall
   mkdir -p "$RESULTS/$name"
   cp "$WORK/$name"/*.json "$RESULTS/$name/"
   cp "$WORK/$name.log" "$RESULTS/$name/log.txt"
